@@ -1,0 +1,153 @@
+"""The one home of ``CONVENTIONS.md`` in code.
+
+Units, the benchmark's element set, orbital-order/sign tables per engine, the spinor
+layout and the metric cut-offs live here and are imported everywhere else.
+
+Summary (see README / dataset card for the full text):
+
+* energies and matrix elements in eV (float64 / complex128), lengths in Angstrom,
+  cells as row vectors, k-points in reduced coordinates, reported errors in meV;
+* orbitals shell by shell, within a shell m = -l..l over real spherical harmonics in
+  the Wikipedia convention (l=1 order y, z, x);
+* spinor blocks are spin-major ``[[uu, ud], [du, dd]]`` (spin quantised along z),
+  S is spin independent and stored once;
+* X_ij(R) = <phi_i(r - tau_i)|X|phi_j(r - tau_j - R)>, X(k) = sum_R exp(+2 pi i k.R) X(R).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase.data import chemical_symbols
+from ase.units import Bohr as BOHR_ANGSTROM  # 1 Bohr in Angstrom
+from ase.units import Ha as HARTREE_EV  # 1 Hartree in eV
+from ase.units import Ry as RYDBERG_EV  # 1 Rydberg in eV
+
+__all__ = [
+    "HARTREE_EV", "RYDBERG_EV", "BOHR_ANGSTROM", "EV_TO_MEV", "BENCHMARK_ELEMENTS",
+    "check_elements", "OrbitalTable", "ORBITAL_TABLES", "shell_sizes",
+    "HEADLINE_EDGE_CUTOFF", "DISTANCE_BINS", "CONVENTIONS_VERSION", "conventions_dict",
+    "spinor_from_parts", "spin_blocks",
+]
+
+CONVENTIONS_VERSION = "1.0"
+EV_TO_MEV = 1000.0
+
+#: The 68 elements of Materials-HAM-SOC: Z = 1..56 and Z = 72..83 (H..Ba, Hf..Bi).
+BENCHMARK_ELEMENTS: frozenset[int] = frozenset(list(range(1, 57)) + list(range(72, 84)))
+
+#: Matrix metrics are defined on edges shorter than this (Angstrom), the NextHAM cutoff.
+HEADLINE_EDGE_CUTOFF = 8.0
+#: Edge-length bins (Angstrom) of the distance-resolved metrics.
+DISTANCE_BINS = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0)
+
+
+def check_elements(numbers, *, subject: str | None = None) -> None:
+    """Raise :class:`StructureError` naming the first element outside the benchmark set."""
+    from .errors import StructureError
+
+    bad = sorted({int(z) for z in numbers} - BENCHMARK_ELEMENTS)
+    if bad:
+        names = ", ".join(f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'} (Z={z})"
+                          for z in bad)
+        raise StructureError(
+            f"element(s) {names} outside the benchmark's 68 elements "
+            "(Z 1-56 and 72-83; lanthanides and Po, At, Rn are out of scope)",
+            subject=subject)
+
+
+def shell_sizes(shell_ls) -> np.ndarray:
+    """Number of orbitals (2l+1) of each shell."""
+    return 2 * np.asarray(shell_ls, dtype=np.int64) + 1
+
+
+@dataclass(frozen=True)
+class OrbitalTable:
+    """How an engine/format orders and signs the 2l+1 real harmonics of a shell.
+
+    ``perm[l][k]`` is the engine's index of the project's k-th orbital (m = k - l) and
+    ``sign[l][k]`` the factor applied, so ``project = sign * engine[perm]``.
+    """
+
+    name: str
+    perm: dict[int, tuple[int, ...]]
+    sign: dict[int, tuple[int, ...]]
+
+    def shell_transform(self, l: int) -> np.ndarray:
+        """(2l+1, 2l+1) matrix T with project_vector = T @ engine_vector."""
+        n = 2 * l + 1
+        perm = self.perm.get(l, tuple(range(n)))
+        sign = self.sign.get(l, (1,) * n)
+        t = np.zeros((n, n))
+        t[np.arange(n), perm] = sign
+        return t
+
+    def atom_transform(self, shell_ls) -> np.ndarray:
+        """Block-diagonal (n, n) matrix for an atom with shells ``shell_ls``."""
+        sizes = shell_sizes(shell_ls)
+        out = np.zeros((sizes.sum(), sizes.sum()))
+        o = 0
+        for l, n in zip(shell_ls, sizes):
+            out[o:o + n, o:o + n] = self.shell_transform(int(l))
+            o += n
+        return out
+
+    @property
+    def is_identity(self) -> bool:
+        return all(tuple(p) == tuple(range(len(p))) for p in self.perm.values()) and all(
+            all(s == 1 for s in sg) for sg in self.sign.values())
+
+
+def _identity_table(name: str, lmax: int = 4) -> OrbitalTable:
+    return OrbitalTable(name, {l: tuple(range(2 * l + 1)) for l in range(lmax + 1)},
+                        {l: (1,) * (2 * l + 1) for l in range(lmax + 1)})
+
+
+#: GPAW's real spherical harmonics (gpaw.sphere.spherical_harmonics: y, z, x; xy, yz,
+#: 3z2-r2, zx, x2-y2; ...) coincide with the project's order and signs; this is proven by
+#: tests/test_rotations.py (GPAW's Y vs ours) and the rotate-and-recompute test.
+ORBITAL_TABLES: dict[str, OrbitalTable] = {
+    "gpaw": _identity_table("gpaw"),
+}
+
+
+def spinor_from_parts(scalar: np.ndarray, sx: np.ndarray, sy: np.ndarray, sz: np.ndarray) -> np.ndarray:
+    """Spin-major spinor block from H = scalar x 1 + (Vx, Vy, Vz) . sigma components.
+
+    ``scalar``/``sx``/``sy``/``sz`` have shape (..., n_i, n_j); the result has shape
+    (..., 2 n_i, 2 n_j) with blocks uu = s + z, ud = x - i y, du = x + i y, dd = s - z.
+    """
+    uu = scalar + sz
+    ud = sx - 1j * sy
+    du = sx + 1j * sy
+    dd = scalar - sz
+    top = np.concatenate([uu, ud], axis=-1)
+    bot = np.concatenate([du, dd], axis=-1)
+    return np.concatenate([top, bot], axis=-2).astype(np.complex128)
+
+
+def spin_blocks(block: np.ndarray) -> dict[str, np.ndarray]:
+    """Split a spin-major (..., 2n_i, 2n_j) block into its uu, ud, du, dd parts."""
+    ni, nj = block.shape[-2] // 2, block.shape[-1] // 2
+    return {"uu": block[..., :ni, :nj], "ud": block[..., :ni, nj:],
+            "du": block[..., ni:, :nj], "dd": block[..., ni:, nj:]}
+
+
+def conventions_dict() -> dict:
+    """The conventions as plain data, for sample/store metadata."""
+    return {
+        "version": CONVENTIONS_VERSION,
+        "energy_unit": "eV", "length_unit": "Angstrom", "error_unit": "meV",
+        "cell": "row vectors (cell[i] is lattice vector i)",
+        "kpoints": "reduced coordinates of the reciprocal lattice",
+        "orbital_order": "shell by shell; m=-l..l real spherical harmonics, Wikipedia convention (l=1: y,z,x)",
+        "spinor_layout": "spin-major [[uu, ud], [du, dd]], spin along z; S spin-independent (S x I2)",
+        "block_definition": "X_ij(R) = <phi_i(r-tau_i)|X|phi_j(r-tau_j-R)>",
+        "bloch_sum": "X(k) = sum_R exp(+2 pi i k.R) X(R)",
+        "edge_set": "union of supports of H, H0 and S; every edge has its reverse (j,i,-R)",
+        "hermiticity": "X_ji(-R) = X_ij(R)^dagger",
+        "gauge": "mu* = Re<D,S>/<S,S> per structure over scored entries; error D - mu* S",
+        "headline_edge_cutoff_angstrom": HEADLINE_EDGE_CUTOFF,
+        "distance_bins_angstrom": list(DISTANCE_BINS),
+        "precision": "float64 / complex128, lossless",
+    }

@@ -1,0 +1,4 @@
+"""DFT engines: :func:`get_engine` returns one by name ('gpaw' is embedded)."""
+from .base import REFERENCE_KPOINTS, Engine, get_engine
+
+__all__ = ["Engine", "get_engine", "REFERENCE_KPOINTS"]

@@ -1,0 +1,346 @@
+"""The sample format: the single home of the schema of one structure's matrices.
+
+A :class:`Sample` holds
+
+* the crystal (:class:`Crystal`: Z, Cartesian positions in Angstrom, row-vector cell, pbc);
+* the basis of each element (:class:`Basis`: engine, basis name, l of each shell, radii);
+* the edge list ``edge_index[e] = (i, j)``, ``edge_shift[e] = R`` (integer lattice shift)
+  and ``edge_reverse[e]`` = index of the partner edge (j, i, -R);
+* the blocks of S (real, spinless, n_i x n_j), H and H0 (complex spinor, 2n_i x 2n_j,
+  spin-major), each stored **flat**: the blocks of all edges concatenated in edge order
+  (row-major inside a block).  ``sample.block("H", e)`` returns one block as a view;
+* Fermi level (eV), number of valence electrons, the engine's own SOC band energies at a
+  few k-points (``ref_kpts`` (K, 3) reduced, ``ref_eigenvalues`` (K, 2*nao) eV),
+  engine name/version/settings and provenance.
+
+Serialisation (:meth:`Sample.save` / :func:`load_sample`) is a ``.npz`` archive without
+pickles: arrays plus one JSON metadata string.  Only the canonical half of the edges
+(e <= reverse[e]) is written; the other half is rebuilt as the conjugate transpose, which
+is exact because samples are made exactly Hermitian (:meth:`Sample.symmetrize`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .conventions import conventions_dict, shell_sizes
+from .errors import FormatError
+
+SCHEMA_VERSION = 1
+MATRICES = ("H", "H0", "S")
+SPINOR = {"H": True, "H0": True, "S": False}
+
+
+@dataclass(frozen=True)
+class Crystal:
+    """A periodic structure. numbers (n,), positions (n, 3) Angstrom, cell (3, 3) rows, pbc (3,)."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray = field(default_factory=lambda: np.ones(3, bool))
+
+    def __post_init__(self):
+        object.__setattr__(self, "numbers", np.asarray(self.numbers, dtype=np.int64).reshape(-1))
+        object.__setattr__(self, "positions", np.asarray(self.positions, dtype=np.float64).reshape(-1, 3))
+        object.__setattr__(self, "cell", np.asarray(self.cell, dtype=np.float64).reshape(3, 3))
+        object.__setattr__(self, "pbc", np.asarray(self.pbc, dtype=bool).reshape(3))
+        if len(self.numbers) != len(self.positions):
+            raise FormatError(f"{len(self.numbers)} atomic numbers but {len(self.positions)} positions")
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def formula(self) -> str:
+        return self.to_ase().get_chemical_formula(mode="metal")
+
+    def to_ase(self):
+        from ase import Atoms
+
+        return Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+
+    @classmethod
+    def from_ase(cls, atoms) -> "Crystal":
+        return cls(atoms.numbers.copy(), atoms.positions.copy(), atoms.cell.array.copy(), atoms.pbc.copy())
+
+    def rotated(self, rotation: np.ndarray) -> "Crystal":
+        """The crystal rigidly rotated by the (3, 3) matrix R (r -> R r; cell rows too)."""
+        r = np.asarray(rotation, float)
+        return Crystal(self.numbers, self.positions @ r.T, self.cell @ r.T, self.pbc)
+
+
+@dataclass(frozen=True)
+class Basis:
+    """Localised basis of one element: shells with angular momenta ``ls`` and radii (Angstrom)."""
+
+    engine: str
+    name: str
+    ls: tuple[int, ...]
+    cutoffs: tuple[float, ...] = ()
+
+    @property
+    def n_orbitals(self) -> int:
+        return int(shell_sizes(self.ls).sum())
+
+    def to_dict(self) -> dict:
+        return {"engine": self.engine, "name": self.name, "ls": list(self.ls), "cutoffs": list(self.cutoffs)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Basis":
+        return cls(d["engine"], d["name"], tuple(int(l) for l in d["ls"]),
+                   tuple(float(c) for c in d.get("cutoffs", ())))
+
+
+@dataclass
+class Sample:
+    """One structure with its H, H0 (spinor) and S blocks; see the module docstring."""
+
+    crystal: Crystal
+    basis: dict[int, Basis]
+    edge_index: np.ndarray            # (E, 2) int64, atom indices (i, j)
+    edge_shift: np.ndarray            # (E, 3) int64, lattice shift R of atom j
+    edge_reverse: np.ndarray          # (E,) int64, index of (j, i, -R)
+    H: np.ndarray                     # flat complex128, sum_e 4 n_i n_j, eV
+    H0: np.ndarray                    # flat complex128, sum_e 4 n_i n_j, eV
+    S: np.ndarray                     # flat float64, sum_e n_i n_j
+    fermi_level: float                # eV
+    n_electrons: float
+    ref_kpts: np.ndarray              # (K, 3) reduced coordinates
+    ref_eigenvalues: np.ndarray       # (K, 2 * nao) eV, SOC, from the engine itself
+    engine: dict = field(default_factory=dict)       # name, version, settings
+    provenance: dict = field(default_factory=dict)   # source, source_id, formula, spacegroup, ...
+    info: dict = field(default_factory=dict)         # free-form numbers (timings, memory, ...)
+
+    def __post_init__(self):
+        self.edge_index = np.asarray(self.edge_index, np.int64).reshape(-1, 2)
+        self.edge_shift = np.asarray(self.edge_shift, np.int64).reshape(-1, 3)
+        self.edge_reverse = np.asarray(self.edge_reverse, np.int64).reshape(-1)
+        self.H = np.asarray(self.H, np.complex128).reshape(-1)
+        self.H0 = np.asarray(self.H0, np.complex128).reshape(-1)
+        self.S = np.asarray(self.S, np.float64).reshape(-1)
+        self.ref_kpts = np.asarray(self.ref_kpts, np.float64).reshape(-1, 3)
+        self.ref_eigenvalues = np.asarray(self.ref_eigenvalues, np.float64).reshape(len(self.ref_kpts), -1)
+        self.basis = {int(z): b for z, b in self.basis.items()}
+        self.fermi_level = float(self.fermi_level)
+        self.n_electrons = float(self.n_electrons)
+
+    # ----------------------------------------------------------------- geometry of the layout
+    @property
+    def n_atoms(self) -> int:
+        return len(self.crystal)
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edge_index)
+
+    @cached_property
+    def orbitals_per_atom(self) -> np.ndarray:
+        """(n,) number of spatial orbitals of each atom."""
+        missing = sorted({int(z) for z in self.crystal.numbers} - set(self.basis))
+        if missing:
+            raise FormatError(f"no basis given for element(s) Z={missing}")
+        return np.array([self.basis[int(z)].n_orbitals for z in self.crystal.numbers], np.int64)
+
+    @cached_property
+    def orbital_offsets(self) -> np.ndarray:
+        """(n+1,) start of each atom's orbitals in the spinless matrix."""
+        return np.concatenate([[0], np.cumsum(self.orbitals_per_atom)])
+
+    @property
+    def nao(self) -> int:
+        """Number of spatial orbitals in the cell (the spinor dimension is 2 * nao)."""
+        return int(self.orbital_offsets[-1])
+
+    @cached_property
+    def block_sizes(self) -> np.ndarray:
+        """(E,) n_i * n_j of each edge (spinless entries)."""
+        n = self.orbitals_per_atom
+        return n[self.edge_index[:, 0]] * n[self.edge_index[:, 1]]
+
+    @cached_property
+    def block_offsets(self) -> np.ndarray:
+        """(E+1,) start of each edge's block in the flat spinless array (x4 for spinors)."""
+        return np.concatenate([[0], np.cumsum(self.block_sizes)])
+
+    def block_shape(self, name: str, e: int) -> tuple[int, int]:
+        n = self.orbitals_per_atom
+        i, j = self.edge_index[e]
+        f = 2 if SPINOR[name] else 1
+        return int(f * n[i]), int(f * n[j])
+
+    def block(self, name: str, e: int) -> np.ndarray:
+        """Block of matrix ``name`` ('H', 'H0', 'S') on edge e, as a view into the flat array."""
+        f = 4 if SPINOR[name] else 1
+        a, b = self.block_offsets[e] * f, self.block_offsets[e + 1] * f
+        return getattr(self, name)[a:b].reshape(self.block_shape(name, e))
+
+    def edge_vectors(self) -> np.ndarray:
+        """(E, 3) Cartesian vectors tau_j + R.cell - tau_i in Angstrom."""
+        pos, cell = self.crystal.positions, self.crystal.cell
+        i, j = self.edge_index.T
+        return pos[j] + self.edge_shift @ cell - pos[i]
+
+    def edge_lengths(self) -> np.ndarray:
+        return np.linalg.norm(self.edge_vectors(), axis=1)
+
+    @property
+    def is_onsite(self) -> np.ndarray:
+        return (self.edge_index[:, 0] == self.edge_index[:, 1]) & ~self.edge_shift.any(axis=1)
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_blocks(cls, crystal: Crystal, basis: dict[int, Basis], blocks: dict[tuple, dict[str, np.ndarray]],
+                    **fields) -> "Sample":
+        """Build from ``{(i, j, (R1, R2, R3)): {'H': ..., 'H0': ..., 'S': ...}}``.
+
+        Missing matrices on an edge are zero.  Edges are sorted by (i, j, R); every
+        edge's reverse must be present (the union of supports is closed under it when the
+        blocks come from a Hermitian operator).
+        """
+        keys = sorted(blocks)
+        index = {k: e for e, k in enumerate(keys)}
+        try:
+            reverse = np.array([index[(k[1], k[0], tuple(-np.asarray(k[2])))] for k in keys], np.int64)
+        except KeyError as err:
+            raise FormatError(f"edge {err.args[0]} has no reverse partner") from None
+        n = np.array([basis[int(z)].n_orbitals for z in crystal.numbers])
+        flat = {}
+        for name in MATRICES:
+            f = 2 if SPINOR[name] else 1
+            parts = []
+            for k in keys:
+                b = blocks[k].get(name)
+                shape = (f * n[k[0]], f * n[k[1]])
+                if b is None:
+                    b = np.zeros(shape)
+                elif b.shape != shape:
+                    raise FormatError(f"block {name}{k} has shape {b.shape}, expected {shape}")
+                parts.append(np.asarray(b).reshape(-1))
+            dtype = np.complex128 if SPINOR[name] else np.float64
+            flat[name] = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+        return cls(crystal=crystal, basis=basis,
+                   edge_index=np.array([k[:2] for k in keys], np.int64).reshape(-1, 2),
+                   edge_shift=np.array([k[2] for k in keys], np.int64).reshape(-1, 3),
+                   edge_reverse=reverse, H=flat["H"], H0=flat["H0"], S=flat["S"], **fields)
+
+    def symmetrize(self) -> "Sample":
+        """Make every matrix exactly Hermitian in place: X_ij(R) <- (X_ij(R) + X_ji(-R)^dagger) / 2.
+
+        The canonical edge (e <= reverse[e]) gets the average and its partner the exact
+        conjugate transpose, so that storing half of the edges is lossless.
+        """
+        for name in MATRICES:
+            for e in range(self.n_edges):
+                r = self.edge_reverse[e]
+                if e > r:
+                    continue
+                a, b = self.block(name, e), self.block(name, r)
+                avg = 0.5 * (a + b.conj().T)
+                a[...] = avg
+                b[...] = avg.conj().T
+        return self
+
+    def copy(self) -> "Sample":
+        import copy
+
+        return copy.deepcopy(self)
+
+    def replace_matrix(self, name: str, flat: np.ndarray) -> "Sample":
+        """A copy with matrix ``name`` replaced by ``flat`` (same layout)."""
+        out = self.copy()
+        setattr(out, name, np.asarray(flat, getattr(self, name).dtype).reshape(getattr(self, name).shape))
+        return out
+
+    # ------------------------------------------------------------------------ serialisation
+    def metadata(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "conventions": conventions_dict(),
+            "basis": {str(z): b.to_dict() for z, b in sorted(self.basis.items())},
+            "fermi_level": self.fermi_level, "n_electrons": self.n_electrons,
+            "engine": self.engine, "provenance": self.provenance, "info": self.info,
+        }
+
+    def canonical_edges(self) -> np.ndarray:
+        """Indices of the edges stored on disk: e <= reverse[e]."""
+        return np.nonzero(np.arange(self.n_edges) <= self.edge_reverse)[0]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically (temp file + rename) to ``path`` (.npz)."""
+        path = Path(path)
+        keep = self.canonical_edges()
+        arrays = {
+            "numbers": self.crystal.numbers, "positions": self.crystal.positions,
+            "cell": self.crystal.cell, "pbc": self.crystal.pbc,
+            "edge_index": self.edge_index[keep], "edge_shift": self.edge_shift[keep],
+            "ref_kpts": self.ref_kpts, "ref_eigenvalues": self.ref_eigenvalues,
+            "metadata": np.frombuffer(json.dumps(self.metadata()).encode(), dtype=np.uint8),
+        }
+        for name in MATRICES:
+            arrays[name] = np.concatenate([self.block(name, e).reshape(-1) for e in keep]) if len(keep) else \
+                getattr(self, name)[:0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def load_sample(path: str | os.PathLike) -> Sample:
+    """Read a sample written by :meth:`Sample.save`; rebuilds the reverse half exactly."""
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError("no such file", subject=str(path))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        meta = json.loads(a["metadata"].tobytes().decode())
+    except Exception as err:  # zipfile/ValueError/KeyError/JSON errors: all mean "not a sample"
+        raise FormatError(f"not a materials-ham sample file ({type(err).__name__}: {err})", subject=str(path)) from None
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise FormatError(f"unsupported schema_version {meta.get('schema_version')!r} (expected {SCHEMA_VERSION})",
+                          subject=str(path))
+    try:
+        crystal = Crystal(a["numbers"], a["positions"], a["cell"], a["pbc"])
+        basis = {int(z): Basis.from_dict(d) for z, d in meta["basis"].items()}
+        n = np.array([basis[int(z)].n_orbitals for z in crystal.numbers])
+        half_index, half_shift = a["edge_index"], a["edge_shift"]
+        blocks: dict[tuple, dict[str, np.ndarray]] = {}
+        offs = {name: 0 for name in MATRICES}
+        for (i, j), R in zip(half_index, half_shift):
+            key = (int(i), int(j), tuple(int(x) for x in R))
+            rkey = (int(j), int(i), tuple(-int(x) for x in R))
+            entry, rentry = {}, {}
+            for name in MATRICES:
+                f = 2 if SPINOR[name] else 1
+                size = f * f * n[i] * n[j]
+                b = a[name][offs[name]:offs[name] + size].reshape(f * n[i], f * n[j])
+                if b.size != size:
+                    raise FormatError(f"matrix {name} is shorter than its edge list requires", subject=str(path))
+                offs[name] += size
+                entry[name] = b
+                rentry[name] = b.conj().T
+            blocks[key] = entry
+            blocks.setdefault(rkey, rentry)
+        for name in MATRICES:
+            if offs[name] != a[name].size:
+                raise FormatError(f"matrix {name} has {a[name].size - offs[name]} entries more than its edge list",
+                                  subject=str(path))
+    except KeyError as err:
+        raise FormatError(f"missing field {err.args[0]!r}", subject=str(path)) from None
+    return Sample.from_blocks(
+        crystal, basis, blocks, fermi_level=meta["fermi_level"], n_electrons=meta["n_electrons"],
+        ref_kpts=a["ref_kpts"], ref_eigenvalues=a["ref_eigenvalues"], engine=meta.get("engine", {}),
+        provenance=meta.get("provenance", {}), info=meta.get("info", {}))

@@ -1,0 +1,5 @@
+"""Structures: reading files, checking them, and the embedded default set."""
+from .io import check_structure, read_structure
+from .prototypes import DEFAULT_SET, default_structures
+
+__all__ = ["read_structure", "check_structure", "default_structures", "DEFAULT_SET"]
