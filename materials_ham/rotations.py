@@ -51,6 +51,7 @@ that nearly fix :math:`\pm z` in our frame).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -100,6 +101,32 @@ def _float64_default() -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(old)
+
+
+@functools.lru_cache(maxsize=None)
+def _so3_generators_cached(l: int) -> np.ndarray:
+    with _float64_default():
+        X = o3.so3_generators(l).numpy().astype(np.float64)
+    X.setflags(write=False)
+    return X
+
+
+def _so3_generators(l: int) -> np.ndarray:
+    """e3nn's real so(3) generators (X_x, X_y, X_z) for degree l, float64, (3, 2l+1, 2l+1)."""
+    return _so3_generators_cached(int(l))
+
+
+def _expm(A: np.ndarray) -> np.ndarray:
+    """Matrix exponential of (a batch of) matrices, accurate to ~1e-15.
+
+    ``torch.matrix_exp`` (used by ``e3nn.o3.wigner_D``) is only accurate to
+    ~1e-10 in float64 for some small arguments, hence scipy here.
+    """
+    if A.ndim == 2:
+        return scipy.linalg.expm(A)
+    batch = A.shape[:-2]
+    flat = A.reshape(-1, *A.shape[-2:])
+    return np.stack([scipy.linalg.expm(a) for a in flat]).reshape(*batch, *A.shape[-2:])
 
 
 def _check_l(l: int) -> int:
@@ -212,11 +239,13 @@ def wigner_d(l: int, rotation) -> np.ndarray:
     P = PERMUTATION_TO_E3NN
     Rp = P @ R @ P.T
     alpha, beta, gamma = _e3nn_angles(Rp)
-    with _float64_default():
-        D = o3.wigner_D(
-            l, torch.as_tensor(alpha), torch.as_tensor(beta), torch.as_tensor(gamma)
-        )
-    return D.numpy().astype(np.float64, copy=False)
+    X = _so3_generators(l)
+    D = (
+        _expm(alpha[..., None, None] * X[1])
+        @ _expm(beta[..., None, None] * X[0])
+        @ _expm(gamma[..., None, None] * X[1])
+    )
+    return np.ascontiguousarray(D, dtype=np.float64)
 
 
 def su2(rotation) -> np.ndarray:

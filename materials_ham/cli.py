@@ -1,0 +1,164 @@
+"""The ``materials-ham`` command line.  Thin: parse options, call the library, print.
+
+Expected errors (:class:`~materials_ham.errors.MaterialsHamError`) become one line on
+stderr and a non-zero exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import MaterialsHamError, ValidationFailed
+
+console = Console(stderr=False, highlight=False)
+errconsole = Console(stderr=True, highlight=False)
+
+
+def _engine_options(f):
+    opts = [
+        click.option("--engine", default="gpaw", show_default=True, help="DFT engine."),
+        click.option("--basis", default="dzp", show_default=True, help="LCAO basis (GPAW: dzp, szp(dzp), ...)."),
+        click.option("--kpt-density", type=float, default=2.0, show_default=True,
+                     help="k-points per reciprocal Angstrom for the SCF mesh."),
+        click.option("--kpts", nargs=3, type=int, default=None, help="Explicit SCF Monkhorst-Pack mesh (overrides density)."),
+        click.option("--smearing", type=float, default=0.05, show_default=True, help="Fermi-Dirac width (eV)."),
+        click.option("--h", "grid_spacing", type=float, default=0.2, show_default=True, help="Grid spacing (Angstrom)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _make_engine(engine, basis, kpt_density, kpts, smearing, grid_spacing):
+    from .engines import get_engine
+
+    return get_engine(engine, basis=basis, kpt_density=kpt_density, kpts=tuple(kpts) if kpts else None,
+                      smearing=smearing, h=grid_spacing)
+
+
+def render_report(report) -> Table:
+    t = Table(title=f"validation of {report.subject}: {'PASSED' if report.passed else 'FAILED'}",
+              title_justify="left")
+    for col in ("check", "value", "unit", "tolerance", "verdict"):
+        t.add_column(col, justify="right" if col in ("value", "tolerance") else "left")
+    for r in report.results:
+        cmp = "<=" if _kind(r.name) == "max" else ">"
+        t.add_row(r.name, f"{r.value:.3e}", r.unit, f"{cmp} {r.tolerance:g}",
+                  "[green]pass[/]" if r.passed else "[red]FAIL[/]")
+    cond = next((r.detail.get("max_condition_number") for r in report.results
+                 if r.name == "overlap_positive_definite"), None)
+    if cond is not None:
+        t.caption = f"max condition number of S(k): {cond:.3g}"
+    return t
+
+
+def _kind(name: str) -> str:
+    from .validate import CHECKS
+
+    return next((c.kind for c in CHECKS if c.name == name), "max")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="materials-ham")
+def cli():
+    """materials-ham: the Materials-HAM-SOC dataset, its engine, validator and scorer."""
+
+
+@cli.command()
+@click.argument("structure", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Output sample file (.npz).")
+@click.option("--no-validate", is_flag=True, help="Write the sample without running the physical checks.")
+@_engine_options
+def compute(structure, out, no_validate, **engine_opts):
+    """Compute H, H0 (with SOC) and S of one STRUCTURE file (CIF, POSCAR, extxyz, ...)."""
+    from .structures import read_structure
+    from .validate import validate_sample
+
+    crystal = read_structure(structure)
+    engine = _make_engine(**engine_opts)
+    with console.status(f"running {engine.name} on {structure.name} ({crystal.formula}, {len(crystal)} atoms)"):
+        sample = engine.compute(crystal, provenance={"source": "file", "source_id": structure.name,
+                                                     "path": str(structure)})
+    console.print(f"{structure.name}: {sample.n_edges} edges, nao {sample.nao}, "
+                  f"{sample.info['seconds_total']:.1f} s, E_F {sample.fermi_level:.3f} eV")
+    if not no_validate:
+        report = validate_sample(sample, subject=structure.name)
+        console.print(render_report(report))
+        if not report.passed:
+            raise ValidationFailed("sample failed " + ", ".join(r.name for r in report.failures())
+                                   + "; nothing written", subject=str(structure))
+    sample.save(out)
+    console.print(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("samples", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the reports as JSON.")
+def validate(samples, json_out):
+    """Run the physical checks on one or more sample files and print a report."""
+    from .sample import load_sample
+    from .validate import validate_sample
+
+    reports = []
+    for path in samples:
+        report = validate_sample(load_sample(path), subject=str(path))
+        console.print(render_report(report))
+        for r in report.failures():
+            console.print(f"  [red]{r.name}[/]: {r.description}; {r.detail}")
+        reports.append(report)
+    if json_out:
+        _write_json(json_out, [r.to_dict() for r in reports])
+    failed = [r.subject for r in reports if not r.passed]
+    if failed:
+        raise ValidationFailed(f"{len(failed)} of {len(reports)} sample(s) failed validation: {', '.join(failed)}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True,
+              help="Folder for the generated samples and the summary.")
+@click.option("--structure", "names", multiple=True, help="Only these default structures (repeatable).")
+@_engine_options
+def demo(out, names, **engine_opts):
+    """Generate, validate and score the embedded default dataset (real GPAW runs)."""
+    from .demo import run_demo
+
+    summary = run_demo(out, names=names or None, engine=_make_engine(**engine_opts), console=console)
+    if not summary["all_valid"]:
+        raise ValidationFailed("some default samples failed validation (see the table above)")
+
+
+def _write_json(path: Path, data) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, default=float)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    """Entry point: run the click group, turning expected errors into one-line messages."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except MaterialsHamError as err:
+        errconsole.print(f"[red]error[/]: {err}", markup=True, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        errconsole.print("aborted")
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
