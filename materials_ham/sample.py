@@ -329,9 +329,10 @@ def load_sample(path: str | os.PathLike) -> Sample:
             for name in MATRICES:
                 f = 2 if SPINOR[name] else 1
                 size = f * f * n[i] * n[j]
-                b = a[name][offs[name]:offs[name] + size].reshape(f * n[i], f * n[j])
+                b = a[name][offs[name]:offs[name] + size]
                 if b.size != size:
                     raise FormatError(f"matrix {name} is shorter than its edge list requires", subject=str(path))
+                b = b.reshape(f * n[i], f * n[j])
                 offs[name] += size
                 entry[name] = b
                 rentry[name] = b.conj().T

@@ -21,7 +21,7 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
 fi
 
 need_apt=()
-for pkg in libxc-dev libopenblas-dev libfftw3-dev; do
+for pkg in libxc-dev libopenblas-dev libfftw3-dev g++; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv python3-dev)
@@ -38,8 +38,7 @@ echo "[bootstrap] torch==$TORCH_VERSION (CPU)"
 "${PIP[@]}" "torch==$TORCH_VERSION"
 if ! "$VENV/bin/python" -c "import gpaw, sys; sys.exit(gpaw.__version__ != '$GPAW_VERSION')" 2>/dev/null; then
   echo "[bootstrap] building gpaw==$GPAW_VERSION (about a minute)"
-  GPAW_CONFIG="$ROOT/scripts/gpaw-siteconfig.py" "${PIP[@]}" --no-build-isolation "gpaw==$GPAW_VERSION" "gpaw-data==$GPAW_DATA_VERSION" \
-    || GPAW_CONFIG="$ROOT/scripts/gpaw-siteconfig.py" "${PIP[@]}" "gpaw==$GPAW_VERSION" "gpaw-data==$GPAW_DATA_VERSION"
+  GPAW_CONFIG="$ROOT/scripts/gpaw-siteconfig.py" "${PIP[@]}" "gpaw==$GPAW_VERSION" "gpaw-data==$GPAW_DATA_VERSION"
 fi
 echo "[bootstrap] materials-ham and its extras"
 "${PIP[@]}" -e ".[all]"
