@@ -35,7 +35,8 @@ fi
 [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 echo "[bootstrap] torch==$TORCH_VERSION (CPU)"
-"${PIP[@]}" "torch==$TORCH_VERSION"
+# Outside a machine whose pip already resolves the CPU wheel, set TORCH_INDEX_URL to the CPU wheel index.
+"${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==$TORCH_VERSION"
 if ! "$VENV/bin/python" -c "import gpaw, sys; sys.exit(gpaw.__version__ != '$GPAW_VERSION')" 2>/dev/null; then
   echo "[bootstrap] building gpaw==$GPAW_VERSION (about a minute)"
   GPAW_CONFIG="$ROOT/scripts/gpaw-siteconfig.py" "${PIP[@]}" "gpaw==$GPAW_VERSION" "gpaw-data==$GPAW_DATA_VERSION"
