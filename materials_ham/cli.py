@@ -15,8 +15,9 @@ from rich.table import Table
 
 from .errors import MaterialsHamError, ValidationFailed
 
-console = Console(stderr=False, highlight=False)
-errconsole = Console(stderr=True, highlight=False)
+# Wide enough for the tables when output goes to a file or pipe (rich would assume 80 columns).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
+errconsole = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
 def _engine_options(f):
