@@ -1,8 +1,27 @@
-"""materials-ham: curation and benchmark of ML electronic-structure Hamiltonians with SOC."""
+"""materials-ham: curation and benchmark of ML electronic-structure Hamiltonians with SOC.
+
+Public API (engines and validation are imported lazily, so that reading samples does not
+need GPAW or torch):
+
+>>> from materials_ham import load_sample, validate_sample, get_engine, read_structure
+"""
 from .errors import EngineError, FormatError, MaterialsHamError, StructureError, ValidationFailed
 from .sample import Basis, Crystal, Sample, load_sample
 
 __version__ = "0.1.0"
 
-__all__ = ["Sample", "Crystal", "Basis", "load_sample", "MaterialsHamError", "StructureError", "FormatError",
-           "EngineError", "ValidationFailed", "__version__"]
+__all__ = ["Sample", "Crystal", "Basis", "load_sample", "validate_sample", "get_engine", "read_structure",
+           "MaterialsHamError", "StructureError", "FormatError", "EngineError", "ValidationFailed", "__version__"]
+
+
+def __getattr__(name):
+    if name == "validate_sample":
+        from .validate import validate_sample
+        return validate_sample
+    if name == "get_engine":
+        from .engines import get_engine
+        return get_engine
+    if name == "read_structure":
+        from .structures import read_structure
+        return read_structure
+    raise AttributeError(f"module 'materials_ham' has no attribute {name!r}")
