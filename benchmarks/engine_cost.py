@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             r = subprocess.run([sys.executable, "-c", CHILD, name, str(Path(tmp) / f"{name}.npz")],
-                               capture_output=True, text=True, env={**__import__("os").environ,
-                                                                    "OMP_NUM_THREADS": "1"})
+                               capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                                    "OPENBLAS_NUM_THREADS": "1"})
             if r.returncode:
                 print(r.stderr, file=sys.stderr)
                 continue
