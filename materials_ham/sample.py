@@ -252,12 +252,6 @@ class Sample:
 
         return copy.deepcopy(self)
 
-    def replace_matrix(self, name: str, flat: np.ndarray) -> "Sample":
-        """A copy with matrix ``name`` replaced by ``flat`` (same layout)."""
-        out = self.copy()
-        setattr(out, name, np.asarray(flat, getattr(self, name).dtype).reshape(getattr(self, name).shape))
-        return out
-
     # ------------------------------------------------------------------------ serialisation
     def metadata(self) -> dict:
         return {
