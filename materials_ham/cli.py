@@ -48,7 +48,7 @@ def render_report(report) -> Table:
     for col in ("check", "value", "unit", "tolerance", "verdict"):
         t.add_column(col, justify="right" if col in ("value", "tolerance") else "left")
     for r in report.results:
-        cmp = "<=" if _kind(r.name) == "max" else ">"
+        cmp = "<=" if r.kind == "max" else ">"
         t.add_row(r.name, f"{r.value:.3e}", r.unit, f"{cmp} {r.tolerance:g}",
                   "[green]pass[/]" if r.passed else "[red]FAIL[/]")
     cond = next((r.detail.get("max_condition_number") for r in report.results
@@ -56,12 +56,6 @@ def render_report(report) -> Table:
     if cond is not None:
         t.caption = f"max condition number of S(k): {cond:.3g}"
     return t
-
-
-def _kind(name: str) -> str:
-    from .validate import CHECKS
-
-    return next((c.kind for c in CHECKS if c.name == name), "max")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -134,15 +128,10 @@ def demo(out, names, **engine_opts):
 
 
 def _write_json(path: Path, data) -> None:
-    import os
-    import tempfile
+    from .atomic import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(path, "w") as fh:
         json.dump(data, fh, indent=2, default=float)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def main(argv=None):

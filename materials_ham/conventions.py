@@ -27,7 +27,7 @@ __all__ = [
     "HARTREE_EV", "RYDBERG_EV", "BOHR_ANGSTROM", "EV_TO_MEV", "BENCHMARK_ELEMENTS",
     "check_elements", "OrbitalTable", "ORBITAL_TABLES", "shell_sizes",
     "HEADLINE_EDGE_CUTOFF", "DISTANCE_BINS", "CONVENTIONS_VERSION", "conventions_dict",
-    "spinor_from_parts", "spin_blocks",
+    "spinor_from_parts", "spin_view",
 ]
 
 CONVENTIONS_VERSION = "1.0"
@@ -126,11 +126,10 @@ def spinor_from_parts(scalar: np.ndarray, sx: np.ndarray, sy: np.ndarray, sz: np
     return np.concatenate([top, bot], axis=-2).astype(np.complex128)
 
 
-def spin_blocks(block: np.ndarray) -> dict[str, np.ndarray]:
-    """Split a spin-major (..., 2n_i, 2n_j) block into its uu, ud, du, dd parts."""
-    ni, nj = block.shape[-2] // 2, block.shape[-1] // 2
-    return {"uu": block[..., :ni, :nj], "ud": block[..., :ni, nj:],
-            "du": block[..., ni:, :nj], "dd": block[..., ni:, nj:]}
+def spin_view(block: np.ndarray, n_i: int, n_j: int) -> np.ndarray:
+    """A spin-major spinor block (2n_i x 2n_j, or its n_i*n_j*4 flat entries) as a
+    (2, n_i, 2, n_j) view: ``v[s1, :, s2, :]`` is the (s1, s2) spin block, 0 = up."""
+    return np.asarray(block).reshape(2, n_i, 2, n_j)
 
 
 def conventions_dict() -> dict:

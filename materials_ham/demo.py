@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from .atomic import atomic_write
 from .gauge import gauge_errors
 from .structures import default_structures
 from .validate import validate_sample
@@ -63,6 +64,7 @@ def run_demo(out: Path, *, names=None, engine=None, console=None) -> dict:
                   f"{mean:.3f} meV")
     summary = {"engine": engine.settings(), "structures": rows, "h0_gauge_mae_mean_mev": mean,
                "all_valid": all(r["valid"] for r in rows)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    with atomic_write(out / "summary.json", "w") as fh:
+        json.dump(summary, fh, indent=2, default=float)
     console.print(f"samples and summary.json in {out}/")
     return summary

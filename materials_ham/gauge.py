@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conventions import EV_TO_MEV, HEADLINE_EDGE_CUTOFF
+from .conventions import EV_TO_MEV, HEADLINE_EDGE_CUTOFF, spin_view
 from .sample import Sample
 
 
@@ -19,7 +19,7 @@ def _spinor_view(sample: Sample, flat: np.ndarray, edges: np.ndarray):
     for e in edges:
         i, j = sample.edge_index[e]
         a, b = sample.block_offsets[e], sample.block_offsets[e + 1]
-        yield e, flat[4 * a:4 * b].reshape(2, n[i], 2, n[j]), sample.S[a:b].reshape(n[i], n[j])
+        yield e, spin_view(flat[4 * a:4 * b], n[i], n[j]), sample.S[a:b].reshape(n[i], n[j])
 
 
 def scored_edges(sample: Sample, cutoff: float | None = HEADLINE_EDGE_CUTOFF) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .conventions import spin_view
 from .errors import MaterialsHamError
 from .sample import SPINOR, Sample
 
@@ -40,7 +41,7 @@ def real_space_matrices(sample: Sample, name: str, flat: np.ndarray | None = Non
         a, b = sample.block_offsets[e] * f, sample.block_offsets[e + 1] * f
         ni, nj = n[i], n[j]
         if spinor:
-            blk = flat[a:b].reshape(2, ni, 2, nj)
+            blk = spin_view(flat[a:b], ni, nj)
             for s1 in range(2):
                 for s2 in range(2):
                     out[r, s1 * nao + off[i]:s1 * nao + off[i + 1], s2 * nao + off[j]:s2 * nao + off[j + 1]] = blk[s1, :, s2]

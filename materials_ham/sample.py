@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .conventions import conventions_dict, shell_sizes
 from .errors import FormatError
 
@@ -280,18 +280,8 @@ class Sample:
         for name in MATRICES:
             arrays[name] = np.concatenate([self.block(name, e).reshape(-1) for e in keep]) if len(keep) else \
                 getattr(self, name)[:0]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as fh:
+            np.savez_compressed(fh, **arrays)
         return path
 
 

@@ -29,6 +29,7 @@ class CheckResult:
     passed: bool
     description: str
     detail: dict = field(default_factory=dict)
+    kind: str = "max"  # "max": passes when value <= tolerance; "min": when value > tolerance
 
 
 @dataclass
@@ -172,7 +173,7 @@ def validate_sample(sample: Sample, *, subject: str | None = None, checks=CHECKS
             continue
         if broken and c.name not in _STRUCTURAL:
             results.append(CheckResult(c.name, float("nan"), c.unit, c.tolerance, False, c.description,
-                                       {"skipped": "layout or finiteness check failed"}))
+                                       {"skipped": "layout or finiteness check failed"}, c.kind))
             continue
         try:
             value, detail = c.func(sample)
@@ -181,7 +182,7 @@ def validate_sample(sample: Sample, *, subject: str | None = None, checks=CHECKS
         except np.linalg.LinAlgError as err:
             value, detail = float("nan"), {"error": f"linear algebra failed: {err}"}
         ok = bool(np.isfinite(value) and (value <= c.tolerance if c.kind == "max" else value > c.tolerance))
-        results.append(CheckResult(c.name, float(value), c.unit, c.tolerance, ok, c.description, detail))
+        results.append(CheckResult(c.name, float(value), c.unit, c.tolerance, ok, c.description, detail, c.kind))
         if c.name in _STRUCTURAL and not ok:
             broken = True
     return ValidationReport(subject, results)
