@@ -127,6 +127,100 @@ def demo(out, names, **engine_opts):
         raise ValidationFailed("some default samples failed validation (see the table above)")
 
 
+@cli.command()
+@click.option("--preset", type=click.Choice(["mini", "full"]), default="mini", show_default=True,
+              help="mini: built-in prototypes <= 5 atoms, every covered element twice; full: all prototypes.")
+@click.option("--source", default="prototypes", show_default=True,
+              help="prototypes, mp (Materials Project: needs MP_API_KEY and network), or a folder of CIF/POSCAR files.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Catalog file to write (.parquet).")
+@click.option("--max-atoms", type=int, default=None, help="Largest cell kept (default: the preset's).")
+@click.option("--split", type=click.Choice(["random", "ood-elements", "ood-prototype"]), default="random",
+              show_default=True)
+@click.option("--holdout-elements", default="", help="Comma-separated elements held out for --split ood-elements.")
+@click.option("--holdout-prototypes", default="", help="Comma-separated prototypes held out for --split ood-prototype.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--engine", default="gpaw", show_default=True, help="Keep only structures this engine covers.")
+@click.option("--no-dedup", is_flag=True, help="Keep structures StructureMatcher finds equivalent.")
+@click.option("--skip-invalid", is_flag=True, help="Folder source: skip unreadable files instead of stopping.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the curation report as JSON.")
+def structures(preset, source, out, max_atoms, split, holdout_elements, holdout_prototypes, seed, engine, no_dedup,
+               skip_invalid, report_path):
+    """Curate a structure catalog (filters, deduplication, seeded splits) into a Parquet file."""
+    from .engines import get_engine
+    from .structures.curate import PRESETS, curate, write_catalog
+    from .structures import sources
+
+    p = PRESETS[preset]
+    rejected: list = []
+    if source == "prototypes":
+        cands = sources.prototype_source(polymorphs=p.polymorphs, enumerate_binaries=p.enumerate_binaries)
+    elif source == "mp":
+        cands = sources.materials_project_source(max_atoms=max_atoms or p.max_atoms)
+    else:
+        cands = sources.folder_source(source, skip_invalid=skip_invalid, rejected=rejected)
+    df, report = curate(cands, max_atoms=max_atoms or p.max_atoms, engine=get_engine(engine),
+                        dedup=not no_dedup, split=split, seed=seed,
+                        holdout_elements=[e for e in holdout_elements.split(",") if e],
+                        holdout_prototypes=[e for e in holdout_prototypes.split(",") if e],
+                        min_per_element=p.min_per_element if source == "prototypes" else 0, progress=True)
+    write_catalog(df, out)
+    t = Table(title=f"catalog {out}: {len(df)} structures from {report.n_candidates} candidates", title_justify="left")
+    for col in ("split", "structures", "atoms (min-max)", "elements"):
+        t.add_column(col, justify="left" if col == "split" else "right")
+    for name in ("train", "val", "test"):
+        sub = df[df["split"] == name]
+        if len(sub):
+            t.add_row(name, str(len(sub)), f"{sub.n_atoms.min()}-{sub.n_atoms.max()}",
+                      str(len({e for els in sub.elements for e in els})))
+    console.print(t)
+    for reason, n in sorted(report.dropped.items()):
+        if n:
+            console.print(f"dropped {n}: {reason}")
+    for path, why in rejected:
+        console.print(f"[yellow]skipped[/] {path}: {why}")
+    if report_path:
+        _write_json(report_path, {**report.to_dict(), "rejected_files": rejected})
+
+
+@cli.command()
+@click.argument("catalog", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="Staging folder (re-running with the same folder resumes).")
+@click.option("--workers", type=int, default=None, help="Local workers (default: number of cores).")
+@click.option("--scheduler", default=None, help="Address of an existing dask scheduler (tcp://host:8786).")
+@click.option("--cluster", type=click.Choice(["local", "slurm", "pbs"]), default="local", show_default=True)
+@click.option("--jobs", type=int, default=1, show_default=True, help="SLURM/PBS: number of batch jobs (workers).")
+@click.option("--queue", default=None, help="SLURM partition / PBS queue.")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="Per-structure time limit (s).")
+@click.option("--memory-limit", type=float, default=6144, show_default=True, help="Per-structure memory limit (MiB).")
+@click.option("--retry-failed", is_flag=True, help="Try again the structures that failed before.")
+@click.option("--id", "ids", multiple=True, help="Only these catalog ids (repeatable).")
+@_engine_options
+def generate(catalog, out, workers, scheduler, cluster, jobs, queue, timeout, memory_limit, retry_failed, ids,
+             engine, basis, kpt_density, kpts, smearing, grid_spacing):
+    """Run the engine on every structure of CATALOG into a staging folder (resumable; dask)."""
+    from .generate import Limits, generate as run, make_client
+
+    settings = {"basis": basis, "kpt_density": kpt_density, "kpts": tuple(kpts) if kpts else None,
+                "smearing": smearing, "h": grid_spacing}
+    client = None
+    if scheduler or cluster != "local":
+        client = make_client(scheduler=scheduler, cluster=cluster, jobs=jobs,
+                             cluster_options={"queue": queue} if queue else None)
+    summary = run(catalog, out, engine=engine, settings=settings, limits=Limits(timeout, memory_limit),
+                  client=client, workers=workers, retry_failed=retry_failed, ids=list(ids) or None,
+                  log=console.print)
+    console.print(f"{summary.done} computed, {summary.failed} failed, {summary.skipped_done} already done "
+                  f"of {summary.total} in {summary.wall_seconds:.0f} s; staging folder {out}")
+    if summary.failures:
+        t = Table(title="failures", title_justify="left")
+        for col in ("id", "kind", "cause"):
+            t.add_column(col)
+        for sid, f in summary.failures.items():
+            t.add_row(sid, f["kind"], f["cause"])
+        console.print(t)
+
+
 def _write_json(path: Path, data) -> None:
     from .atomic import atomic_write
 

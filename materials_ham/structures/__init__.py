@@ -1,4 +1,4 @@
-"""Structures: reading files, checking them, and the embedded default set."""
+"""Structures: reading files, the built-in prototypes, sources, curation and splits."""
 from .io import check_structure, read_structure
 from .prototypes import DEFAULT_SET, default_structures
 

@@ -1,0 +1,395 @@
+"""Generation at scale: run the engine on every structure of a catalog with dask.distributed.
+
+Staging layout (``generate CATALOG --out DIR``; what :func:`materials_ham.store.pack` reads)::
+
+    DIR/catalog.parquet      the catalog the run works from
+    DIR/run.json             engine name and settings (a resumed run must use the same)
+    DIR/samples/<id>.npz     finished samples (Sample.save, written atomically)
+    DIR/done/<id>.json       {"id", "sample", "sha256", "seconds", "peak_rss_mib", "validation", "passed"}
+    DIR/failed/<id>.json     {"id", "kind", "cause", "seconds", ...}   kind: engine | validation |
+                             timeout | memory | crash | structure
+    DIR/rejected/<id>.npz    samples that failed validation, kept for inspection
+    DIR/logs/<id>.log        the engine process's stderr
+
+Each structure runs in its own process, started by a dask task: the task enforces the
+per-structure time and memory limits (killing the process), and the process writes its sample
+and then its ``done`` record, each atomically, so that a record always points at a complete,
+checksummed sample.  A re-run skips every id with a valid ``done`` record (and, unless
+``retry_failed``, every id with a ``failed`` record); killing the run at any moment loses at
+most the structures in flight.  The engine process dies with the task that started it
+(``PR_SET_PDEATHSIG`` on Linux), so no orphan keeps computing after a kill.
+
+Clusters: a ``LocalCluster`` with one single-threaded worker per core by default, an existing
+scheduler by address, or SLURM/PBS through ``dask-jobqueue`` (the staging folder must then be on
+a filesystem the compute nodes share).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .atomic import atomic_write
+from .errors import FormatError, MaterialsHamError
+
+#: Environment of each engine process: one BLAS/OpenMP thread (fastest per core for GPAW LCAO).
+ENGINE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+FAILURE_KINDS = ("structure", "engine", "validation", "timeout", "memory", "crash")
+
+
+@dataclass
+class Limits:
+    """Per-structure limits: wall seconds and resident memory (MiB) of the engine process."""
+
+    seconds: float = 3600.0
+    memory_mib: float = 6144.0
+
+
+@dataclass
+class GenerationSummary:
+    total: int = 0
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    done: int = 0
+    failed: int = 0
+    wall_seconds: float = 0.0
+    failures: dict = field(default_factory=dict)   # id -> {"kind", "cause"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data) -> None:
+    with atomic_write(path, "w") as fh:
+        json.dump(data, fh, indent=1, default=float)
+
+
+# ------------------------------------------------------------------------- staging state
+
+
+class Staging:
+    """The staging folder of a generation run (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def sample(self, sid: str) -> Path:
+        return self.root / "samples" / f"{sid}.npz"
+
+    def done(self, sid: str) -> Path:
+        return self.root / "done" / f"{sid}.json"
+
+    def failed(self, sid: str) -> Path:
+        return self.root / "failed" / f"{sid}.json"
+
+    def log(self, sid: str) -> Path:
+        return self.root / "logs" / f"{sid}.log"
+
+    def is_done(self, sid: str) -> bool:
+        """A done record that parses and whose sample exists (its checksum is checked by pack/verify)."""
+        rec = self.done(sid)
+        if not rec.is_file():
+            return False
+        try:
+            data = json.loads(rec.read_text())
+        except ValueError:
+            return False
+        return bool(data.get("passed")) and (self.root / data.get("sample", "")).is_file()
+
+    def done_ids(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "done").glob("*.json"))
+
+    def failed_records(self) -> dict[str, dict]:
+        out = {}
+        for p in sorted((self.root / "failed").glob("*.json")):
+            try:
+                out[p.stem] = json.loads(p.read_text())
+            except ValueError:
+                out[p.stem] = {"kind": "crash", "cause": "unreadable failure record"}
+        return out
+
+    def prepare(self, catalog, run: dict) -> None:
+        """Create the folders; record the catalog and the run settings, refusing a mismatch."""
+        for sub in ("samples", "done", "failed", "rejected", "logs"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        run_path = self.root / "run.json"
+        if run_path.is_file():
+            old = json.loads(run_path.read_text())
+            if old.get("engine") != run["engine"]:
+                raise MaterialsHamError(
+                    f"{self.root} was generated with other engine settings ({old.get('engine')}); "
+                    "use a new --out folder, or the same settings to resume", subject=str(run_path))
+        else:
+            _write_json(run_path, run)
+        cat_path = self.root / "catalog.parquet"
+        if cat_path.is_file():
+            from .structures.curate import read_catalog
+
+            old = read_catalog(cat_path).set_index("id")
+            common = old.index.intersection(catalog["id"])
+            new = catalog.set_index("id")
+            for sid in common:
+                for col in ("numbers", "positions", "cell"):
+                    if list(old.at[sid, col]) != list(new.at[sid, col]):
+                        raise MaterialsHamError(
+                            f"structure {sid!r} differs from the one this folder was generated from; "
+                            "use a new --out folder", subject=str(cat_path))
+            if set(old.index) - set(new.index):
+                import pandas as pd
+
+                catalog = pd.concat([old.reset_index()[~old.index.isin(new.index)], catalog], ignore_index=True)
+        from .structures.curate import write_catalog
+
+        write_catalog(catalog, cat_path)
+
+
+# ----------------------------------------------------------------- one structure, one process
+
+
+def run_structure(job: dict) -> dict:
+    """Run the engine on one structure in a child process under the job's limits (a dask task).
+
+    ``job`` = {"id", "staging", "engine", "settings", "limits": {"seconds", "memory_mib"}, "row"}.
+    Returns {"id", "status": "done" | "failed", "kind", "cause", "seconds"}; a failure is also
+    recorded in ``failed/<id>.json``.  Success is recorded by the child itself.
+    """
+    import psutil
+
+    staging = Staging(job["staging"])
+    sid = job["id"]
+    staging.failed(sid).unlink(missing_ok=True)
+    env = {**os.environ, **ENGINE_ENV}
+    t0 = time.perf_counter()
+    log = staging.log(sid)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "materials_ham.generate", str(os.getpid())],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env)
+        proc.stdin.write(json.dumps(job, default=float).encode())
+        proc.stdin.close()
+        kind = cause = None
+        peak = 0.0
+        ps = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                rss = ps.memory_info().rss / 2**20
+            except psutil.Error:
+                rss = 0.0
+            peak = max(peak, rss)
+            elapsed = time.perf_counter() - t0
+            if elapsed > job["limits"]["seconds"]:
+                kind, cause = "timeout", f"exceeded the time limit of {job['limits']['seconds']:.0f} s"
+            elif rss > job["limits"]["memory_mib"]:
+                kind, cause = "memory", (f"exceeded the memory limit ({rss:.0f} MiB > "
+                                         f"{job['limits']['memory_mib']:.0f} MiB)")
+            if kind:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.2)
+        out = proc.stdout.read().decode(errors="replace").strip().splitlines()
+    seconds = time.perf_counter() - t0
+    result = None
+    if kind is None:
+        try:
+            result = json.loads(out[-1]) if out else None
+        except ValueError:
+            result = None
+        if result is None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+            kind = "crash"
+            cause = f"engine process exited with code {proc.returncode}" + (f": {tail[0][:300]}" if tail else "")
+        elif result["status"] == "failed":
+            kind, cause = result["kind"], result["cause"]
+    if kind is not None:
+        _write_json(staging.failed(sid), {"id": sid, "kind": kind, "cause": cause, "seconds": seconds,
+                                          "peak_rss_mib": peak, **(result or {}).get("extra", {})})
+        return {"id": sid, "status": "failed", "kind": kind, "cause": cause, "seconds": seconds}
+    return {"id": sid, "status": "done", "kind": None, "cause": None, "seconds": seconds}
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when the thread that started it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child_main(parent_pid: int) -> None:
+    """Body of the engine process: compute, validate, write sample then done record."""
+    _die_with_parent(parent_pid)
+    job = json.loads(sys.stdin.read())
+    staging = Staging(job["staging"])
+    sid = job["id"]
+
+    def report(status, kind=None, cause=None, **extra):
+        print(json.dumps({"status": status, "kind": kind, "cause": cause, "extra": extra}, default=float), flush=True)
+
+    from .engines import get_engine
+    from .errors import EngineError, StructureError
+    from .structures.curate import catalog_crystal, catalog_provenance
+    from .validate import validate_sample
+
+    t0 = time.perf_counter()
+    try:
+        crystal = catalog_crystal(job["row"])
+        engine = get_engine(job["engine"], **job["settings"])
+        sample = engine.compute(crystal, provenance=catalog_provenance(job["row"]))
+    except StructureError as err:
+        return report("failed", "structure", str(err))
+    except EngineError as err:
+        return report("failed", "engine", str(err))
+    report_ = validate_sample(sample, subject=sid)
+    numbers = report_.numbers()
+    if not report_.passed:
+        sample.save(staging.root / "rejected" / f"{sid}.npz")
+        return report("failed", "validation", "failed " + ", ".join(
+            f"{r.name} ({r.value:.3g} {r.unit}, tolerance {r.tolerance:g})" for r in report_.failures()),
+            validation=numbers)
+    path = staging.sample(sid)
+    sample.save(path)
+    _write_json(staging.done(sid), {
+        "id": sid, "sample": path.relative_to(staging.root).as_posix(), "sha256": sha256_file(path),
+        "seconds": time.perf_counter() - t0, "peak_rss_mib": float(sample.info.get("peak_rss_mib", 0.0)),
+        "validation": numbers, "passed": True, "n_edges": sample.n_edges, "nao": sample.nao})
+    report("done")
+
+
+# ----------------------------------------------------------------------------- clusters
+
+
+def make_client(*, workers: int | None = None, scheduler: str | None = None, cluster: str = "local",
+                cluster_options: dict | None = None, jobs: int = 1):
+    """A dask Client: an existing ``scheduler`` address, a SLURM/PBS cluster, or a LocalCluster.
+
+    Local: ``workers`` single-threaded workers (default: the number of cores) in this process —
+    each task's work happens in its own engine process anyway.
+    """
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s")
+        except OSError as err:
+            raise MaterialsHamError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
+    if cluster in ("slurm", "pbs"):
+        try:
+            import dask_jobqueue
+        except ImportError:
+            raise MaterialsHamError("SLURM/PBS need dask-jobqueue: pip install 'materials-ham[scale]'") from None
+        cls = dask_jobqueue.SLURMCluster if cluster == "slurm" else dask_jobqueue.PBSCluster
+        opts = {"cores": 1, "processes": 1, "memory": "8GiB", "walltime": "24:00:00", **(cluster_options or {})}
+        jc = cls(**opts)
+        jc.scale(jobs=jobs)
+        return Client(jc)
+    if cluster != "local":
+        raise MaterialsHamError(f"unknown cluster kind {cluster!r}; choose local, slurm or pbs")
+    n = workers or os.cpu_count() or 1
+    lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=False, dashboard_address=None)
+    return Client(lc)
+
+
+# ---------------------------------------------------------------------------------- driver
+
+
+def _cost(row) -> float:
+    """Rough relative cost of a structure, to start the longest first (better packing)."""
+    return float(len(row["numbers"])) ** 2 * (1.0 + sum(z > 18 for z in row["numbers"]) / len(row["numbers"]))
+
+
+def generate(catalog, out, *, engine: str = "gpaw", settings: dict | None = None, limits: Limits | None = None,
+             client=None, workers: int | None = None, retry_failed: bool = False, ids=None,
+             progress: bool = True, log=print) -> GenerationSummary:
+    """Compute every structure of ``catalog`` (DataFrame or Parquet path) into the staging folder ``out``.
+
+    Resumable: finished structures are skipped; previously failed ones too unless ``retry_failed``.
+    ``client``: a dask Client (default: :func:`make_client` with ``workers``).
+    """
+    from dask.distributed import as_completed
+    from tqdm.auto import tqdm
+
+    from .engines import get_engine
+    from .structures.curate import read_catalog
+
+    if not hasattr(catalog, "columns"):
+        catalog = read_catalog(catalog)
+    if ids is not None:
+        unknown = sorted(set(ids) - set(catalog["id"]))
+        if unknown:
+            raise FormatError(f"id(s) not in the catalog: {', '.join(unknown[:5])}")
+        catalog = catalog[catalog["id"].isin(set(ids))]
+    limits = limits or Limits()
+    eng = get_engine(engine, **(settings or {}))
+    staging = Staging(out)
+    staging.prepare(catalog.reset_index(drop=True), {"engine": {"name": eng.name, "settings": eng.settings()}})
+    summary = GenerationSummary(total=len(catalog))
+    failed_before = staging.failed_records()
+    todo = []
+    for _, row in catalog.iterrows():
+        sid = row["id"]
+        if staging.is_done(sid):
+            summary.skipped_done += 1
+        elif sid in failed_before and not retry_failed:
+            summary.skipped_failed += 1
+        else:
+            todo.append(row)
+    if summary.skipped_done or summary.skipped_failed:
+        log(f"resuming: {summary.skipped_done} already done, {summary.skipped_failed} failed before "
+            f"({'skipped; --retry-failed to try again' if summary.skipped_failed else ''})".rstrip(" ()"))
+    t0 = time.perf_counter()
+    if todo:
+        todo.sort(key=_cost, reverse=True)
+        own_client = client is None
+        client = client or make_client(workers=workers)
+        try:
+            jobs = [{"id": r["id"], "staging": str(staging.root.resolve()), "engine": eng.name,
+                     "settings": eng.settings(), "limits": asdict(limits),
+                     "row": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()}} for r in todo]
+            futures = [client.submit(run_structure, job, key=f"generate-{job['id']}", pure=False,
+                                     priority=len(jobs) - k) for k, job in enumerate(jobs)]
+            bar = tqdm(total=len(futures), desc="generate", unit="structure", disable=not progress, smoothing=0.05)
+            for fut in as_completed(futures):
+                res = fut.result()
+                if res["status"] == "done":
+                    summary.done += 1
+                else:
+                    summary.failed += 1
+                    summary.failures[res["id"]] = {"kind": res["kind"], "cause": res["cause"]}
+                    bar.write(f"failed {res['id']} ({res['kind']}): {res['cause']}")
+                bar.set_postfix(done=summary.done, failed=summary.failed, refresh=False)
+                bar.update(1)
+            bar.close()
+        finally:
+            if own_client:
+                cluster = getattr(client, "cluster", None)
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+    summary.wall_seconds = time.perf_counter() - t0
+    _write_json(staging.root / "generation.json", {**summary.to_dict(), "limits": asdict(limits),
+                                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return summary
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]))
