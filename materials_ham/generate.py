@@ -126,6 +126,8 @@ class Staging:
         """Create the folders; record the catalog and the run settings, refusing a mismatch."""
         for sub in ("samples", "done", "failed", "rejected", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+            for stale in (self.root / sub).glob(".*.tmp"):  # left by a run killed mid-write
+                stale.unlink(missing_ok=True)
         run_path = self.root / "run.json"
         if run_path.is_file():
             old = json.loads(run_path.read_text())
@@ -259,12 +261,12 @@ def _child_main(parent_pid: int) -> None:
         return report("failed", "structure", str(err))
     except EngineError as err:
         return report("failed", "engine", str(err))
-    report_ = validate_sample(sample, subject=sid)
-    numbers = report_.numbers()
-    if not report_.passed:
+    checks = validate_sample(sample, subject=sid)
+    numbers = checks.numbers()
+    if not checks.passed:
         sample.save(staging.root / "rejected" / f"{sid}.npz")
         return report("failed", "validation", "failed " + ", ".join(
-            f"{r.name} ({r.value:.3g} {r.unit}, tolerance {r.tolerance:g})" for r in report_.failures()),
+            f"{r.name} ({r.value:.3g} {r.unit}, tolerance {r.tolerance:g})" for r in checks.failures()),
             validation=numbers)
     path = staging.sample(sid)
     sample.save(path)
