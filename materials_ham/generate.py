@@ -131,7 +131,7 @@ class Staging:
         run_path = self.root / "run.json"
         if run_path.is_file():
             old = json.loads(run_path.read_text())
-            if old.get("engine") != run["engine"]:
+            if old.get("engine") != json.loads(json.dumps(run["engine"], default=float)):
                 raise MaterialsHamError(
                     f"{self.root} was generated with other engine settings ({old.get('engine')}); "
                     "use a new --out folder, or the same settings to resume", subject=str(run_path))
@@ -307,7 +307,7 @@ def make_client(*, workers: int | None = None, scheduler: str | None = None, clu
     if cluster != "local":
         raise MaterialsHamError(f"unknown cluster kind {cluster!r}; choose local, slurm or pbs")
     n = workers or os.cpu_count() or 1
-    lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=False, dashboard_address=None)
+    lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=False, dashboard_address=":0")
     return Client(lc)
 
 

@@ -75,8 +75,10 @@ def _symmetry(structure) -> tuple[int, str]:
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     try:
-        sga = SpacegroupAnalyzer(structure, symprec=1e-3)
-        return int(sga.get_space_group_number()), str(sga.get_space_group_symbol())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sga = SpacegroupAnalyzer(structure, symprec=1e-3)
+            return int(sga.get_space_group_number()), str(sga.get_space_group_symbol())
     except Exception:  # noqa: BLE001 - spglib gives up on some inputs: record P1-unknown
         return 0, "?"
 

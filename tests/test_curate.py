@@ -1,0 +1,188 @@
+"""Curation: the built-in prototypes, sources, filters, deduplication, splits and the catalog file."""
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from materials_ham import FormatError, MaterialsHamError, StructureError
+from materials_ham.engines import get_engine
+from materials_ham.structures import prototypes as P
+from materials_ham.structures import sources
+from materials_ham.structures.curate import (CATALOG_COLUMNS, PRESETS, catalog_crystal, curate, read_catalog,
+                                             write_catalog)
+from materials_ham.structures.io import min_distance
+from materials_ham.structures.splits import held_out_split, random_split
+from materials_ham.sample import Crystal
+
+
+@pytest.fixture(scope="module")
+def mini():
+    p = PRESETS["mini"]
+    return curate(sources.prototype_source(polymorphs=p.polymorphs), max_atoms=p.max_atoms,
+                  engine=get_engine("gpaw"), min_per_element=p.min_per_element)
+
+
+def test_every_compound_is_a_sane_crystal():
+    for comp in P.COMPOUNDS:
+        atoms = comp.build()
+        crystal = Crystal.from_ase(atoms)
+        d, _ = min_distance(crystal)
+        # nearest neighbours of real compounds at experimental lattice constants: 1.5-4 A
+        assert 1.5 < d < 4.5, (comp.label, d)
+        assert sorted(set(atoms.get_chemical_symbols())) == sorted(set(comp.species)), comp.label
+
+
+def test_prototype_geometry_known_cases():
+    # rock salt NaCl: nearest neighbour a/2; zinc blende GaAs: a*sqrt(3)/4; perovskite Ti-O: a/2
+    assert min_distance(Crystal.from_ase(P.rocksalt("Na", "Cl", 5.64)))[0] == pytest.approx(2.82)
+    assert min_distance(Crystal.from_ase(P.zincblende("Ga", "As", 5.65)))[0] == pytest.approx(5.65 * 3 ** .5 / 4)
+    assert min_distance(Crystal.from_ase(P.perovskite("Sr", "Ti", "O", 3.905)))[0] == pytest.approx(3.905 / 2)
+    li2o = P.antifluorite("Li", "O", 4.61)
+    assert Counter(li2o.get_chemical_symbols()) == {"Li": 2, "O": 1}
+
+
+def test_mini_preset_covers_every_engine_element_twice(mini):
+    df, report = mini
+    from ase.data import chemical_symbols
+
+    covered = [chemical_symbols[z] for z in list(range(1, 57)) + list(range(72, 84)) if z != 43]
+    assert len(covered) == 67
+    for sym in covered:
+        assert report.element_counts[sym] >= 2, sym
+    assert "Tc" not in report.element_counts
+    assert report.dropped_ids["proto-Tc-hcp"].startswith("not covered by the gpaw engine")
+    assert df["n_atoms"].max() <= 5
+    assert list(df.columns) == list(CATALOG_COLUMNS)
+    assert df["id"].is_unique
+    # the paper's 12 : 2 : 3 proportions
+    n = len(df)
+    counts = df["split"].value_counts()
+    assert abs(counts["train"] - 12 / 17 * n) <= 1 and abs(counts["test"] - 3 / 17 * n) <= 1
+
+
+def test_min_per_element_is_enforced():
+    cands = [c for c in sources.prototype_source() if c.id in ("proto-Si-diamond", "proto-GaAs-zincblende")]
+    with pytest.raises(MaterialsHamError, match="below 2 structures"):
+        curate(cands, engine=get_engine("gpaw"), min_per_element=2)
+
+
+def test_deduplication_finds_a_supercell_rotated_copy():
+    from ase.build import bulk
+
+    si = bulk("Si", "diamond", a=5.43)
+    conv = bulk("Si", "diamond", a=5.43, cubic=True)  # 8-atom conventional cell of the same crystal
+    conv.rotate(30, "z", rotate_cell=True)
+    ge = bulk("Ge", "diamond", a=5.66)
+    cands = [sources.Candidate("a", Crystal.from_ase(si), "test", "a"),
+             sources.Candidate("b", Crystal.from_ase(conv), "test", "b"),
+             sources.Candidate("c", Crystal.from_ase(ge), "test", "c")]
+    df, report = curate(cands, split="ood-elements", holdout_elements=["Ge"])
+    assert report.duplicates == {"b": "a"}
+    assert df["id"].tolist() == ["a", "c"]
+    df2, report2 = curate(cands, dedup=False, split="ood-elements", holdout_elements=["Ge"])
+    assert len(df2) == 3 and not report2.duplicates
+
+
+def test_filters_drop_with_reasons():
+    cands = [sources.Candidate("big", Crystal.from_ase(P.perovskite("Sr", "Ti", "O", 3.9)), "t", "big"),
+             sources.Candidate("tc", Crystal([43], [[0, 0, 0]], np.eye(3) * 2.8), "t", "tc"),
+             sources.Candidate("sm", Crystal([62], [[0, 0, 0]], np.eye(3) * 3.0), "t", "sm"),
+             sources.Candidate("si", Crystal.from_ase(P._bulk("Si", "diamond", a=5.43)), "t", "si"),
+             sources.Candidate("ge", Crystal.from_ase(P._bulk("Ge", "diamond", a=5.66)), "t", "ge")]
+    df, report = curate(cands, max_atoms=4, engine=get_engine("gpaw"), split="ood-elements",
+                        holdout_elements=["Ge"])
+    assert df["id"].tolist() == ["si", "ge"]
+    assert report.dropped_ids["big"] == "more than 4 atoms"
+    assert "Tc" in report.dropped_ids["tc"] and "gpaw" in report.dropped_ids["tc"]
+    assert "Sm" in report.dropped_ids["sm"] and report.dropped_ids["sm"].startswith("invalid structure")
+
+
+def test_random_split_is_seeded_and_order_independent():
+    ids = [f"s{k}" for k in range(170)]
+    a = random_split(ids, seed=1)
+    assert a == random_split(list(reversed(ids)), seed=1)
+    assert a != random_split(ids, seed=2)
+    assert Counter(a.values()) == {"train": 120, "val": 20, "test": 30}
+
+
+def test_ood_splits_hold_out_what_they_say(mini):
+    df, _ = mini
+    cands = [c for c in sources.prototype_source() if c.id in set(df["id"])]
+    ood, _ = curate(cands, max_atoms=5, split="ood-elements", holdout_elements=["Bi", "Ne"])
+    has = ood["elements"].apply(lambda e: bool({"Bi", "Ne"} & set(e)))
+    assert (ood.loc[has, "split"] == "test").all() and (ood.loc[~has, "split"] != "test").all()
+    assert has.sum() >= 4
+    proto, _ = curate(cands, max_atoms=5, split="ood-prototype", holdout_prototypes=["perovskite"])
+    per = proto["prototype"] == "perovskite"
+    assert (proto.loc[per, "split"] == "test").all() and (proto.loc[~per, "split"] != "test").all()
+    with pytest.raises(MaterialsHamError, match="holds out nothing"):
+        held_out_split(["a", "b"], [False, False])
+
+
+def test_folder_source(tmp_path):
+    from ase.build import bulk
+
+    (tmp_path / "sub").mkdir()
+    bulk("GaAs", "zincblende", a=5.65).write(tmp_path / "gaas.cif")
+    bulk("Cu", "fcc", a=3.61).write(tmp_path / "sub" / "POSCAR", format="vasp")
+    cands = list(sources.folder_source(tmp_path))
+    assert [c.id for c in cands] == ["file-gaas", "file-sub_POSCAR"]
+    assert cands[0].source_id == "gaas.cif"
+    (tmp_path / "junk.cif").write_text("not a crystal")
+    with pytest.raises(StructureError, match="junk.cif"):
+        list(sources.folder_source(tmp_path))
+    rejected = []
+    assert len(list(sources.folder_source(tmp_path, skip_invalid=True, rejected=rejected))) == 2
+    assert rejected and rejected[0][0].endswith("junk.cif")
+
+
+def test_materials_project_needs_a_key(monkeypatch):
+    for var in sources.MP_KEY_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(sources.SourceUnavailable, match="MP_API_KEY"):
+        list(sources.materials_project_source())
+
+
+def test_catalog_roundtrip_and_bad_files(mini, tmp_path):
+    df, _ = mini
+    path = write_catalog(df.head(5), tmp_path / "c.parquet")
+    back = read_catalog(path)
+    assert back["id"].tolist() == df["id"].head(5).tolist()
+    c = catalog_crystal(back.iloc[0])
+    np.testing.assert_array_equal(c.cell, np.asarray(df.iloc[0]["cell"]).reshape(3, 3))
+    (tmp_path / "junk.parquet").write_text("nope")
+    with pytest.raises(FormatError, match="junk.parquet.*not a Parquet catalog"):
+        read_catalog(tmp_path / "junk.parquet")
+    write_catalog(df.head(3).drop(columns=["cell"]), tmp_path / "nocell.parquet")
+    with pytest.raises(FormatError, match="lacks column.*cell"):
+        read_catalog(tmp_path / "nocell.parquet")
+    dup = df.head(3).copy()
+    dup.loc[2, "id"] = dup.loc[0, "id"]
+    write_catalog(dup, tmp_path / "dup.parquet")
+    with pytest.raises(FormatError, match="duplicate id"):
+        read_catalog(tmp_path / "dup.parquet")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "materials_ham.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_structures(tmp_path):
+    out = tmp_path / "cat.parquet"
+    r = _cli("structures", "--preset", "mini", "-o", str(out), "--report", str(tmp_path / "rep.json"))
+    assert r.returncode == 0, r.stderr
+    assert len(read_catalog(out)) > 200
+    assert json.loads((tmp_path / "rep.json").read_text())["dropped"]["not covered by the gpaw engine"] == 1
+
+
+def test_cli_structures_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    monkeypatch.delenv("PMG_MAPI_KEY", raising=False)
+    r = _cli("structures", "--source", "mp", "-o", str(tmp_path / "c.parquet"))
+    assert r.returncode == 6 and "MP_API_KEY" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("structures", "--source", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c.parquet"))
+    assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "c.parquet").exists()
