@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .errors import MaterialsHamError, ValidationFailed
+from .errors import FormatError, MaterialsHamError, ValidationFailed
 
 # Wide enough for the tables when output goes to a file or pipe (rich would assume 80 columns).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
@@ -219,6 +219,60 @@ def generate(catalog, out, workers, scheduler, cluster, jobs, queue, timeout, me
         for sid, f in summary.failures.items():
             t.add_row(sid, f["kind"], f["cause"])
         console.print(t)
+
+
+@cli.command()
+@click.argument("staging", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to create.")
+@click.option("--shard-mib", type=float, default=128, show_default=True, help="Target shard size (MiB, raw).")
+@click.option("--name", default="Materials-HAM-SOC", show_default=True, help="Dataset name (card title).")
+@click.option("--version", "dataset_version", default="", help="Dataset version recorded in the store.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
+def pack(staging, out, shard_mib, name, dataset_version, overwrite):
+    """Pack a staging folder into a Zarr v3 dataset (+ Parquet index, manifest, dataset card)."""
+    from .store import pack as run_pack, verify_dataset
+    from .store.card import write_card
+
+    attrs = {"dataset_name": name, **({"dataset_version": dataset_version} if dataset_version else {})}
+    path = run_pack(staging, out, shard_mib=shard_mib, attrs=attrs, overwrite=overwrite)
+    write_card(path, name=name)
+    report = verify_dataset(path)
+    files = [p for p in path.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    console.print(f"packed {report.n_structures} structures into {path}: {len(files)} files, "
+                  f"{size / 2**20:.1f} MiB; verify: {'OK' if report.ok else 'FAILED'}")
+    if not report.ok:
+        raise FormatError(str(report))
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--deep", is_flag=True, help="Also decode every shard (slower).")
+def verify(dataset, deep):
+    """Check a dataset's manifest (sha256 of every file) and the store's structure."""
+    from .store import verify_dataset
+
+    report = verify_dataset(dataset, deep=deep)
+    console.print(str(report), markup=False)
+    if not report.ok:
+        raise FormatError(f"{len(report.problems)} problem(s) found", subject=str(dataset))
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--name", default="Materials-HAM-SOC", show_default=True)
+@click.option("--copy-to", type=click.Path(path_type=Path), help="Also copy the card here (e.g. ./dataset_card.md).")
+def card(dataset, name, copy_to):
+    """(Re)generate dataset_card.md and the element-coverage plot of a packed dataset."""
+    from .store.card import write_card
+
+    path = write_card(dataset, name=name)
+    if copy_to:
+        from .atomic import atomic_write
+
+        with atomic_write(copy_to, "w") as fh:
+            fh.write(path.read_text())
+    console.print(f"wrote {path}" + (f" and {copy_to}" if copy_to else ""))
 
 
 def _write_json(path: Path, data) -> None:
