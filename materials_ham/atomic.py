@@ -1,9 +1,10 @@
-"""Atomic file writes: write to a temporary name in the target folder, then rename.
+"""File helpers: atomic writes (temporary name in the target folder, then rename) and checksums.
 
 A reader never sees a half-written file, and a failed write leaves nothing behind.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -26,3 +27,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()

@@ -25,7 +25,6 @@ a filesystem the compute nodes share).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -35,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write
+from .atomic import atomic_write, file_sha256
 from .errors import FormatError, MaterialsHamError
 
 #: Environment of each engine process: one BLAS/OpenMP thread (fastest per core for GPAW LCAO).
@@ -65,14 +64,6 @@ class GenerationSummary:
         return asdict(self)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_json(path: Path, data) -> None:
     with atomic_write(path, "w") as fh:
         json.dump(data, fh, indent=1, default=float)
@@ -86,6 +77,14 @@ class Staging:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.parquet"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run.json"
 
     def sample(self, sid: str) -> Path:
         return self.root / "samples" / f"{sid}.npz"
@@ -128,7 +127,7 @@ class Staging:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
             for stale in (self.root / sub).glob(".*.tmp"):  # left by a run killed mid-write
                 stale.unlink(missing_ok=True)
-        run_path = self.root / "run.json"
+        run_path = self.run
         if run_path.is_file():
             old = json.loads(run_path.read_text())
             if old.get("engine") != json.loads(json.dumps(run["engine"], default=float)):
@@ -137,7 +136,7 @@ class Staging:
                     "use a new --out folder, or the same settings to resume", subject=str(run_path))
         else:
             _write_json(run_path, run)
-        cat_path = self.root / "catalog.parquet"
+        cat_path = self.catalog
         if cat_path.is_file():
             from .structures.curate import read_catalog
 
@@ -271,7 +270,7 @@ def _child_main(parent_pid: int) -> None:
     path = staging.sample(sid)
     sample.save(path)
     _write_json(staging.done(sid), {
-        "id": sid, "sample": path.relative_to(staging.root).as_posix(), "sha256": sha256_file(path),
+        "id": sid, "sample": path.relative_to(staging.root).as_posix(), "sha256": file_sha256(path),
         "seconds": time.perf_counter() - t0, "peak_rss_mib": float(sample.info.get("peak_rss_mib", 0.0)),
         "validation": numbers, "passed": True, "n_edges": sample.n_edges, "nao": sample.nao})
     report("done")

@@ -230,6 +230,62 @@ class Sample:
                    edge_shift=np.array([k[2] for k in keys], np.int64).reshape(-1, 3),
                    edge_reverse=reverse, H=flat["H"], H0=flat["H0"], S=flat["S"], **fields)
 
+    @classmethod
+    def from_half(cls, crystal: Crystal, basis: dict[int, Basis], edge_index_half: np.ndarray,
+                  edge_shift_half: np.ndarray, H_half: np.ndarray, H0_half: np.ndarray, S_half: np.ndarray,
+                  **fields) -> "Sample":
+        """Build a full sample from the canonical half of its edges (the layout :meth:`save` writes).
+
+        ``edge_index_half`` (Eh, 2) and ``edge_shift_half`` (Eh, 3) list the stored edges; the flat
+        ``H_half``/``H0_half`` (complex, 4 n_i n_j per edge) and ``S_half`` (real, n_i n_j per edge)
+        hold their blocks in that order.  Every stored edge (i, j, R) other than an on-site one
+        (i = j, R = 0) gets its partner (j, i, -R) with the exact conjugate-transposed blocks;
+        edges are then sorted by (i, j, R) as in :meth:`from_blocks`.  Vectorised: blocks move in
+        runs (about one per atom pair, see :func:`_mirror_blocks`), with no Python loop over edges.
+        """
+        half_index = np.asarray(edge_index_half, np.int64).reshape(-1, 2)
+        half_shift = np.asarray(edge_shift_half, np.int64).reshape(-1, 3)
+        if len(half_index) != len(half_shift):
+            raise FormatError(f"{len(half_index)} edges but {len(half_shift)} lattice shifts")
+        try:
+            n = np.array([basis[int(z)].n_orbitals for z in crystal.numbers], np.int64)
+        except KeyError as err:
+            raise FormatError(f"no basis given for element Z={err.args[0]}") from None
+        if half_index.size and (half_index.min() < 0 or half_index.max() >= len(n)):
+            raise FormatError(f"edge atom index out of range for {len(n)} atoms")
+        # full edge list: the stored half, then the partners of the non-on-site stored edges
+        onsite = (half_index[:, 0] == half_index[:, 1]) & ~half_shift.any(axis=1)
+        mirrored = np.nonzero(~onsite)[0]
+        src = np.concatenate([np.arange(len(half_index)), mirrored])            # stored edge of each full edge
+        flip = np.concatenate([np.zeros(len(half_index), bool), np.ones(len(mirrored), bool)])
+        index = np.where(flip[:, None], half_index[src][:, ::-1], half_index[src])
+        shift = np.where(flip[:, None], -half_shift[src], half_shift[src])
+        partner = np.arange(len(src))                                             # unsorted full -> partner
+        partner[mirrored] = len(half_index) + np.arange(len(mirrored))
+        partner[len(half_index):] = mirrored
+        order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], index[:, 1], index[:, 0]))
+        index, shift, src, flip = index[order], shift[order], src[order], flip[order]
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        reverse = rank[partner[order]]
+        key = np.concatenate([index, shift], axis=1)
+        if len(key) > 1 and (np.diff(key, axis=0) == 0).all(axis=1).any():
+            raise FormatError("the stored edge list holds an edge twice (or an edge and its reverse)")
+        flat = {}
+        for name, half in (("H", H_half), ("H0", H0_half), ("S", S_half)):
+            f = 2 if SPINOR[name] else 1
+            dtype = np.complex128 if SPINOR[name] else np.float64
+            half = np.asarray(half, dtype).reshape(-1)
+            rows, cols = f * n[half_index[:, 0]], f * n[half_index[:, 1]]
+            half_offsets = np.concatenate([[0], np.cumsum(rows * cols)])
+            if half_offsets[-1] > half.size:
+                raise FormatError(f"matrix {name} is shorter than its edge list requires")
+            if half_offsets[-1] < half.size:
+                raise FormatError(f"matrix {name} has {half.size - half_offsets[-1]} entries more than its edge list")
+            flat[name] = _mirror_blocks(half, half_offsets, rows[src], cols[src], src, flip)
+        return cls(crystal=crystal, basis=basis, edge_index=index, edge_shift=shift, edge_reverse=reverse,
+                   H=flat["H"], H0=flat["H0"], S=flat["S"], **fields)
+
     def symmetrize(self) -> "Sample":
         """Make every matrix exactly Hermitian in place: X_ij(R) <- (X_ij(R) + X_ji(-R)^dagger) / 2.
 
@@ -285,6 +341,39 @@ class Sample:
         return path
 
 
+def _mirror_blocks(half: np.ndarray, half_offsets: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                   src: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Flat blocks of the full edge list from the flat stored ones.
+
+    Full edge e takes stored edge ``src[e]`` (block shape rows[e] x cols[e], at
+    ``half_offsets[src[e]]`` in ``half``), or, where ``flip[e]``, its conjugate transpose;
+    blocks are concatenated in the order given, row-major inside a block.  Work is done per
+    *run*: consecutive full edges whose sources are consecutive stored edges (ascending for
+    copies, descending for mirrored blocks, as sorting by (i, j, R) makes them) with one block
+    shape -- one slice copy or one transposing copy per run, so about one per atom pair.
+    """
+    sizes = rows * cols
+    dst = np.concatenate([[0], np.cumsum(sizes)])
+    out = np.empty(int(dst[-1]), half.dtype)
+    if not len(src):
+        return out
+    step = np.where(flip, -1, 1)
+    cut = np.ones(len(src), bool)
+    cut[1:] = (flip[1:] != flip[:-1]) | (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1]) | \
+        (src[1:] != src[:-1] + step[1:])
+    starts = np.nonzero(cut)[0]
+    for a, b in zip(starts.tolist(), np.append(starts[1:], len(src)).tolist()):
+        target = out[dst[a]:dst[b]]
+        if not flip[a]:
+            target[:] = half[half_offsets[src[a]]:half_offsets[src[b - 1] + 1]]
+        else:  # sources src[a] > ... > src[b-1]: read ascending, reverse, conjugate-transpose each block
+            r, c = int(rows[a]), int(cols[a])
+            blocks = half[half_offsets[src[b - 1]]:half_offsets[src[a] + 1]].reshape(b - a, r, c)[::-1]
+            target.reshape(b - a, c, r)[...] = blocks.transpose(0, 2, 1)
+            if np.iscomplexobj(target):  # in place on the contiguous copy: ~30x faster than on the strided view
+                np.conjugate(target, out=target)
+    return out
+
 def load_sample(path: str | os.PathLike) -> Sample:
     """Read a sample written by :meth:`Sample.save`; rebuilds the reverse half exactly."""
     path = Path(path)
@@ -302,33 +391,12 @@ def load_sample(path: str | os.PathLike) -> Sample:
     try:
         crystal = Crystal(a["numbers"], a["positions"], a["cell"], a["pbc"])
         basis = {int(z): Basis.from_dict(d) for z, d in meta["basis"].items()}
-        n = np.array([basis[int(z)].n_orbitals for z in crystal.numbers])
-        half_index, half_shift = a["edge_index"], a["edge_shift"]
-        blocks: dict[tuple, dict[str, np.ndarray]] = {}
-        offs = {name: 0 for name in MATRICES}
-        for (i, j), R in zip(half_index, half_shift):
-            key = (int(i), int(j), tuple(int(x) for x in R))
-            rkey = (int(j), int(i), tuple(-int(x) for x in R))
-            entry, rentry = {}, {}
-            for name in MATRICES:
-                f = 2 if SPINOR[name] else 1
-                size = f * f * n[i] * n[j]
-                b = a[name][offs[name]:offs[name] + size]
-                if b.size != size:
-                    raise FormatError(f"matrix {name} is shorter than its edge list requires", subject=str(path))
-                b = b.reshape(f * n[i], f * n[j])
-                offs[name] += size
-                entry[name] = b
-                rentry[name] = b.conj().T
-            blocks[key] = entry
-            blocks.setdefault(rkey, rentry)
-        for name in MATRICES:
-            if offs[name] != a[name].size:
-                raise FormatError(f"matrix {name} has {a[name].size - offs[name]} entries more than its edge list",
-                                  subject=str(path))
+        return Sample.from_half(
+            crystal, basis, a["edge_index"], a["edge_shift"], a["H"], a["H0"], a["S"],
+            fermi_level=meta["fermi_level"], n_electrons=meta["n_electrons"], ref_kpts=a["ref_kpts"],
+            ref_eigenvalues=a["ref_eigenvalues"], engine=meta.get("engine", {}),
+            provenance=meta.get("provenance", {}), info=meta.get("info", {}))
     except KeyError as err:
         raise FormatError(f"missing field {err.args[0]!r}", subject=str(path)) from None
-    return Sample.from_blocks(
-        crystal, basis, blocks, fermi_level=meta["fermi_level"], n_electrons=meta["n_electrons"],
-        ref_kpts=a["ref_kpts"], ref_eigenvalues=a["ref_eigenvalues"], engine=meta.get("engine", {}),
-        provenance=meta.get("provenance", {}), info=meta.get("info", {}))
+    except FormatError as err:
+        raise FormatError(str(err), subject=str(path)) from None

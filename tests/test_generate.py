@@ -16,7 +16,8 @@ import psutil
 import pytest
 
 from materials_ham import load_sample
-from materials_ham.generate import Limits, Staging, generate, sha256_file
+from materials_ham.atomic import file_sha256 as sha256_file
+from materials_ham.generate import Limits, Staging, generate
 from materials_ham.structures import sources
 from materials_ham.structures.curate import curate, write_catalog
 

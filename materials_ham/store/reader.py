@@ -1,0 +1,223 @@
+"""Random access to a packed dataset: :func:`open_store` -> :class:`DatasetStore`.
+
+``store[k]`` reads only the rows of structure k from each array (the inner chunks that hold
+them, located through the shard index) and returns the full :class:`Sample`, rebuilt from
+the stored canonical half by :meth:`Sample.from_half`: bit-identical to the packed sample.
+
+Damage is reported as :class:`FormatError` naming the file: a missing shard file (which
+Zarr alone would silently read as zeros), a truncated or altered shard (crc32c mismatch of
+an inner chunk or of the shard index), a missing or unreadable ``zarr.json`` or index.
+The shard files a read touches follow from the shard shape: rows [a, b) of an array with
+shards of R rows live in shard files a // R .. (b - 1) // R (:func:`layout.shard_key`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError
+from ..sample import Basis, Crystal, Sample
+from . import layout as L
+
+_HINT = "run `materials-ham verify` on the dataset"
+
+
+def open_store(path: str | os.PathLike) -> "DatasetStore":
+    """Open the dataset directory ``path`` (holding store.zarr, index.parquet, manifest.json)."""
+    return DatasetStore(path)
+
+
+class DatasetStore:
+    """A packed dataset: ``len(store)``, ``store[k]``, ``store.by_id(id)``, ``store.iter_split(name)``.
+
+    ``store.index`` is the per-structure table (pandas DataFrame, storage order);
+    ``store.attrs`` the group attributes (conventions, basis tables, engines, dataset metadata).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.root = Path(path)
+        if not self.root.is_dir():
+            raise FormatError("no such dataset directory", subject=str(self.root))
+        self.store_dir = self.root / L.STORE_DIR
+        self.index = read_index(self.root / L.INDEX_FILE)
+        self._group = open_group(self.store_dir)
+        self.attrs: dict = dict(self._group.attrs)
+        version = self.attrs.get("store_format_version")
+        if version != L.STORE_FORMAT_VERSION:
+            raise FormatError(f"unsupported store_format_version {version!r} (expected {L.STORE_FORMAT_VERSION})",
+                              subject=str(self.store_dir / "zarr.json"))
+        try:
+            self.basis = {int(z): Basis.from_dict(d) for z, d in self.attrs["basis"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise FormatError(f"attributes lack valid basis tables ({type(err).__name__}: {err})",
+                              subject=str(self.store_dir / "zarr.json")) from None
+        ix = self.index
+        self._starts = ix[[L.start_column(u) for u in L.UNITS]].to_numpy(np.int64)
+        self._stops = ix[[L.stop_column(u) for u in L.UNITS]].to_numpy(np.int64)
+        self._scalars = ix[["fermi_level", "n_electrons"]].to_numpy(np.float64)
+        self._json = ix[list(L.JSON_COLUMNS.values())].to_numpy(object)
+        self.ids: list[str] = [str(x) for x in ix["id"]]
+        self._position = {sid: k for k, sid in enumerate(self.ids)}
+        self._arrays: dict = {}
+
+    # ------------------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, k: int) -> Sample:
+        return self.get(k)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self.get(k) for k in range(len(self)))
+
+    def get(self, k: int) -> Sample:
+        """The structure at position ``k`` (storage order; negative counts from the end)."""
+        n = len(self)
+        if not -n <= int(k) < n:
+            raise IndexError(f"structure {k} out of range for a dataset of {n}")
+        return self._load(int(k) % n)
+
+    def by_id(self, structure_id: str) -> Sample:
+        try:
+            return self._load(self._position[str(structure_id)])
+        except KeyError:
+            raise KeyError(f"no structure with id {structure_id!r} in {self.root}") from None
+
+    def iter_split(self, split: str) -> Iterator[Sample]:
+        """The structures of ``split`` ('train', 'val', 'test', ...), in storage order."""
+        if "split" not in self.index.columns:
+            raise FormatError("the index has no 'split' column", subject=str(self.root / L.INDEX_FILE))
+        for k in np.nonzero((self.index["split"] == split).to_numpy())[0]:
+            yield self._load(int(k))
+
+    # ---------------------------------------------------------------------------- internals
+    def _rows_of(self, k: int, name: str) -> np.ndarray:
+        """Structure k's part of array ``name`` (its rows; for per-structure arrays, its one row)."""
+        unit = L.ARRAYS[name].unit
+        if unit == "structure":
+            return self.read_rows(name, k, k + 1)[0]
+        u = L.UNITS.index(unit)
+        return self.read_rows(name, int(self._starts[k, u]), int(self._stops[k, u]))
+
+    def _load(self, k: int) -> Sample:
+        a = {name: self._rows_of(k, name) for name in L.ARRAYS}
+        crystal = Crystal(a["numbers"], a["positions"], a["cell"], a["pbc"])
+        try:
+            basis = {int(z): self.basis[int(z)] for z in np.unique(a["numbers"])}
+        except KeyError as err:
+            raise FormatError(f"no basis table for Z={err.args[0]} in the attributes",
+                              subject=str(self.store_dir / "zarr.json")) from None
+        engine, provenance, info = (json.loads(x) for x in self._json[k])
+        try:
+            return Sample.from_half(
+                crystal, basis, a["edge_index"], a["edge_shift"], a["H"], a["H0"], a["S"],
+                fermi_level=self._scalars[k, 0], n_electrons=self._scalars[k, 1], ref_kpts=a["ref_kpts"],
+                ref_eigenvalues=a["ref_eigenvalues"], engine=engine, provenance=provenance, info=info)
+        except FormatError as err:
+            raise FormatError(f"structure {self.ids[k]!r} is inconsistent: {err}", subject=str(self.root)) from None
+
+    def array(self, name: str):
+        """The Zarr array ``name`` of store.zarr (opened once, checked against the layout)."""
+        if name not in self._arrays:
+            self._arrays[name] = open_array(self._group, self.store_dir, name)
+        return self._arrays[name]
+
+    def read_rows(self, name: str, a: int, b: int) -> np.ndarray:
+        """Rows [a, b) of array ``name``; damage is a :class:`FormatError` naming the shard file."""
+        arr = self.array(name)
+        if not 0 <= a <= b <= arr.shape[0]:
+            raise FormatError(f"offsets [{a}, {b}) of array {name} lie outside its {arr.shape[0]} rows",
+                              subject=str(self.root / L.INDEX_FILE))
+        return read_checked(arr, self.store_dir, name, a, b)
+
+
+# ----------------------------------------------------------------------- checked primitives
+def read_index(path: Path):
+    """index.parquet as a DataFrame, with the columns the reader needs."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise FormatError("index is missing", subject=str(path))
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+        raise FormatError(f"index is unreadable ({type(err).__name__}: {err})", subject=str(path)) from None
+    need = ["id", "fermi_level", "n_electrons", *L.JSON_COLUMNS.values(),
+            *(c for u in L.UNITS for c in (L.start_column(u), L.stop_column(u)))]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise FormatError(f"index lacks column(s) {missing}", subject=str(path))
+    return df
+
+
+def open_group(store_dir: Path):
+    import zarr
+
+    meta = store_dir / "zarr.json"
+    if not meta.is_file():
+        raise FormatError("zarr group metadata is missing", subject=str(meta))
+    try:
+        return zarr.open_group(zarr.storage.LocalStore(store_dir, read_only=True), mode="r", zarr_format=3)
+    except Exception as err:  # noqa: BLE001 - JSON/metadata errors of several types
+        raise FormatError(f"zarr group metadata is unreadable ({type(err).__name__}: {err})",
+                          subject=str(meta)) from None
+
+
+def open_array(group, store_dir: Path, name: str):
+    """Array ``name`` of the group, checked against :data:`layout.ARRAYS` (dtype, trailing shape)."""
+    spec = L.OFFSETS_SPEC if name == L.OFFSETS_ARRAY else L.ARRAYS[name]
+    meta = store_dir / name / "zarr.json"
+    if not meta.is_file():
+        raise FormatError(f"array {name!r} is missing", subject=str(meta))
+    try:
+        arr = group[name]
+    except Exception as err:  # noqa: BLE001
+        raise FormatError(f"array metadata is unreadable ({type(err).__name__}: {err})", subject=str(meta)) from None
+    if arr.dtype != np.dtype(spec.dtype) or tuple(arr.shape[1:]) != spec.tail or arr.shards is None:
+        raise FormatError(f"array {name!r} is {arr.dtype}{arr.shape} (shards {arr.shards}); "
+                          f"expected sharded {spec.dtype} (*, {spec.tail})", subject=str(meta))
+    return arr
+
+
+def shard_files(arr, store_dir: Path, name: str, a: int, b: int) -> list[tuple[Path, int, int]]:
+    """(file, first row, stop row) of each shard holding rows [a, b) of ``arr``."""
+    rows = arr.shards[0]
+    return [(store_dir / L.shard_key(name, s, arr.ndim), max(a, s * rows), min(b, (s + 1) * rows))
+            for s in range(a // rows, (b - 1) // rows + 1)] if b > a else []
+
+
+def check_shard_file(path: Path) -> None:
+    """Zarr reads a missing or empty shard file as fill values (zeros): refuse both."""
+    try:
+        empty = os.stat(path).st_size == 0
+    except FileNotFoundError:
+        raise FormatError(f"shard file is missing; {_HINT}", subject=str(path)) from None
+    if empty:
+        raise FormatError(f"shard file is empty (truncated); {_HINT}", subject=str(path))
+
+
+def read_checked(arr, store_dir: Path, name: str, a: int, b: int) -> np.ndarray:
+    """``arr[a:b]``, or a :class:`FormatError` naming the shard file that is missing or damaged."""
+    shards = shard_files(arr, store_dir, name, a, b)
+    for path, _, _ in shards:
+        check_shard_file(path)
+    try:
+        out = arr[a:b]
+        if len(out) == b - a:
+            return out
+        err: Exception = ValueError(f"got {len(out)} rows instead of {b - a}")
+    except Exception as e:  # noqa: BLE001 - codecs raise ValueError/RuntimeError/OSError...; mapped below
+        err = e
+    culprit = [str(p) for p, _, _ in shards]
+    for path, lo, hi in shards if len(shards) > 1 else ():
+        try:
+            arr[lo:hi]
+        except Exception:  # noqa: BLE001
+            culprit = [str(path)]
+            break
+    reason = "checksum mismatch" if "checksum" in str(err).lower() else f"{type(err).__name__}: {str(err)[:200]}"
+    raise FormatError(f"shard is truncated or corrupt ({reason}); {_HINT}", subject=", ".join(culprit))
