@@ -38,8 +38,10 @@ MANIFEST_FILE = "manifest.json"
 
 #: Target raw bytes of one inner chunk (the unit of decoding on a random read).
 CHUNK_BYTES = 1 << 20
-#: Default target raw bytes of one shard (the unit of files on disk).
-DEFAULT_SHARD_MIB = 128
+#: Default target raw bytes of one shard (the unit of files on disk).  Blocks compress to about
+#: 0.1 of their raw size, so a full shard of H or H0 is ~100-150 MiB on disk: few, large files.
+#: The writer buffers one shard per array (~2.3 GiB for H + H0 + S at this size).
+DEFAULT_SHARD_MIB = 1024
 #: Blosc settings of the inner chunks (see the module docstring for the measurement behind them).
 BLOSC = {"cname": "zstd", "clevel": 5, "shuffle": "noshuffle"}
 #: Threshold below which whole blocks were dropped from the edge set (0.0: nothing dropped).
