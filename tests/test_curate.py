@@ -17,12 +17,14 @@ from materials_ham.structures.io import min_distance
 from materials_ham.structures.splits import held_out_split, random_split
 from materials_ham.sample import Crystal
 
+from ase.data import chemical_symbols as P_SYMBOL
+
 
 @pytest.fixture(scope="module")
 def mini():
     p = PRESETS["mini"]
     return curate(sources.prototype_source(polymorphs=p.polymorphs), max_atoms=p.max_atoms,
-                  engine=get_engine("gpaw"), min_per_element=p.min_per_element)
+                  engine=get_engine("gpaw"), min_per_element=p.min_per_element, cover=p.cover)
 
 
 def test_every_compound_is_a_sane_crystal():
@@ -55,12 +57,32 @@ def test_mini_preset_covers_every_engine_element_twice(mini):
     assert "Tc" not in report.element_counts
     assert report.dropped_ids["proto-Tc-hcp"].startswith("not covered by the gpaw engine")
     assert df["n_atoms"].max() <= 5
+    # the cover is small: at least 67 * 2 element appearances, mostly binaries
+    assert 67 <= len(df) <= 110
+    assert report.dropped["not needed for the element cover"] > 100
     assert list(df.columns) == list(CATALOG_COLUMNS)
     assert df["id"].is_unique
     # the paper's 12 : 2 : 3 proportions
     n = len(df)
     counts = df["split"].value_counts()
     assert abs(counts["train"] - 12 / 17 * n) <= 1 and abs(counts["test"] - 3 / 17 * n) <= 1
+
+
+def test_cover_is_cheaper_than_everything_and_still_covers():
+    from materials_ham.structures.curate import relative_cost, select_cover
+
+    cands = [c for c in sources.prototype_source() if len(c.crystal) <= 5]
+    items = [(c, None) for c in cands]
+    kept = select_cover(items, 2, {"Si", "Ga", "As", "He"})
+    ids = [c.id for c, _ in kept]
+    # He only exists as an element: both He structures; Si/Ga/As from the cheapest binaries
+    assert {"proto-He-fcc", "proto-He-hcp"} <= set(ids)
+    counts = Counter(el for c, _ in kept for el in {P_SYMBOL[z] for z in c.crystal.numbers})
+    assert all(counts[el] >= 2 for el in ("Si", "Ga", "As", "He"))
+    assert len(kept) == 7  # the minimum: He twice, GaAs, a second Ga and As structure, two with Si
+    # an elemental metal costs more than an ionic binary of the same size
+    assert relative_cost(Crystal.from_ase(P._bulk("Ti", "hcp", a=2.95, c=4.68))) > \
+        relative_cost(Crystal.from_ase(P.rocksalt("Na", "Cl", 5.64)))
 
 
 def test_min_per_element_is_enforced():
@@ -108,9 +130,8 @@ def test_random_split_is_seeded_and_order_independent():
     assert Counter(a.values()) == {"train": 120, "val": 20, "test": 30}
 
 
-def test_ood_splits_hold_out_what_they_say(mini):
-    df, _ = mini
-    cands = [c for c in sources.prototype_source() if c.id in set(df["id"])]
+def test_ood_splits_hold_out_what_they_say():
+    cands = [c for c in sources.prototype_source() if len(c.crystal) <= 5]
     ood, _ = curate(cands, max_atoms=5, split="ood-elements", holdout_elements=["Bi", "Ne"])
     has = ood["elements"].apply(lambda e: bool({"Bi", "Ne"} & set(e)))
     assert (ood.loc[has, "split"] == "test").all() and (ood.loc[~has, "split"] != "test").all()
@@ -174,7 +195,7 @@ def test_cli_structures(tmp_path):
     out = tmp_path / "cat.parquet"
     r = _cli("structures", "--preset", "mini", "-o", str(out), "--report", str(tmp_path / "rep.json"))
     assert r.returncode == 0, r.stderr
-    assert len(read_catalog(out)) > 200
+    assert 67 <= len(read_catalog(out)) <= 110
     assert json.loads((tmp_path / "rep.json").read_text())["dropped"]["not covered by the gpaw engine"] == 1
 
 

@@ -40,12 +40,68 @@ class Preset:
     enumerate_binaries: bool = False
     max_atoms: int = 5
     min_per_element: int = 0  # every element the engine covers must appear this often (0: no check)
+    cover: bool = False       # keep only a cheap subset reaching min_per_element (see select_cover)
 
 
 PRESETS = {
-    "mini": Preset(max_atoms=5, min_per_element=2),
+    "mini": Preset(max_atoms=5, min_per_element=2, cover=True),
+    "small": Preset(max_atoms=5, min_per_element=2),
     "full": Preset(polymorphs="all", enumerate_binaries=True, max_atoms=20),
 }
+
+
+def relative_cost(crystal: Crystal) -> float:
+    """A rough relative engine cost of a structure, from its composition alone.
+
+    Atoms count once; transition metals (groups 3-12, many orbitals, often semicore states)
+    three times; elemental metals take many SCF iterations on dense k-meshes: x3.
+    Measured GPAW dzp wall times on 2 cores (mini run): ionic binaries 15-60 s, elemental
+    hcp metals 40-200 s, oxide perovskites 110-290 s.
+    """
+    from pymatgen.core import Element
+    from ase.data import chemical_symbols
+
+    els = [Element(chemical_symbols[z]) for z in crystal.numbers]
+    cost = sum(3.0 if (e.is_transition_metal and e.group <= 12) else 1.0 for e in els)
+    distinct = set(crystal.numbers.tolist())
+    if len(distinct) == 1 and els[0].is_metal:
+        cost *= 3.0
+    return cost
+
+
+def select_cover(items: list, min_per_element: int, wanted: set[str]) -> list:
+    """A cheap subset in which every element of ``wanted`` appears in ``min_per_element`` structures.
+
+    Greedy weighted set multi-cover: repeatedly take the structure with the most still-needed
+    element appearances per unit of :func:`relative_cost` (ties: cheaper, then id).  Items are
+    (Candidate, pymatgen Structure); the input order is kept.
+    """
+    from ase.data import chemical_symbols
+
+    need = {el: min_per_element for el in wanted}
+    info = []
+    for k, (cand, _) in enumerate(items):
+        els = {chemical_symbols[z] for z in cand.crystal.numbers}
+        info.append((k, cand.id, els, relative_cost(cand.crystal)))
+    chosen: set[int] = set()
+    while any(v > 0 for v in need.values()):
+        best = None
+        for k, cid, els, cost in info:
+            if k in chosen:
+                continue
+            gain = sum(1 for el in els if need.get(el, 0) > 0)
+            if gain == 0:
+                continue
+            key = (-gain / cost, cost, cid)
+            if best is None or key < best[0]:
+                best = (key, k, els)
+        if best is None:
+            break  # what is left cannot be covered: curate's min_per_element check names it
+        chosen.add(best[1])
+        for el in best[2]:
+            if need.get(el, 0) > 0:
+                need[el] -= 1
+    return [it for k, it in enumerate(items) if k in chosen]
 
 
 @dataclass
@@ -108,14 +164,15 @@ def deduplicate(items: list[tuple[Candidate, object]]) -> tuple[list, dict]:
 
 def curate(candidates, *, max_atoms: int = 20, engine=None, dedup: bool = True, split: str = "random",
            seed: int = 0, holdout_elements=(), holdout_prototypes=(), min_per_element: int = 0,
-           progress: bool = False):
+           cover: bool = False, progress: bool = False):
     """Filter, deduplicate and split candidates; returns ``(catalog DataFrame, CurationReport)``.
 
     Filters, in order: a valid crystal (:func:`check_structure`: benchmark elements, no overlap,
     periodic), at most ``max_atoms`` atoms, covered by ``engine`` (its ``check_coverage``), then
     duplicates.  ``split`` is ``random``, ``ood-elements`` (needs ``holdout_elements``) or
     ``ood-prototype`` (needs ``holdout_prototypes``).  With ``min_per_element`` > 0 every element
-    the engine covers must appear in that many kept structures, else :class:`MaterialsHamError`.
+    the engine covers must appear in that many kept structures, else :class:`MaterialsHamError`;
+    with ``cover`` only a cheap subset reaching that count is kept (:func:`select_cover`).
     """
     import pandas as pd
     from ase.data import chemical_symbols
@@ -155,6 +212,14 @@ def curate(candidates, *, max_atoms: int = 20, engine=None, dedup: bool = True, 
         report.dropped_ids.update({k: f"duplicate of {v}" for k, v in report.duplicates.items()})
     if not items:
         raise MaterialsHamError("curation kept no structure (see the dropped reasons with --report)")
+    if cover and min_per_element:
+        kept = select_cover(items, min_per_element, {chemical_symbols[z] for z in _wanted_elements(engine)})
+        ids = {c.id for c, _ in kept}
+        for cand, _ in items:
+            if cand.id not in ids:
+                report.dropped["not needed for the element cover"] += 1
+                report.dropped_ids[cand.id] = "not needed for the element cover"
+        items = kept
 
     rows = []
     for cand, s in items:
@@ -188,14 +253,17 @@ def curate(candidates, *, max_atoms: int = 20, engine=None, dedup: bool = True, 
     report.split_counts.update(assign.values())
 
     if min_per_element:
-        wanted = set(BENCHMARK_ELEMENTS)
-        if engine is not None:
-            wanted -= {z for z in wanted if not _covered(engine, z)}
+        wanted = _wanted_elements(engine)
         short = [f"{chemical_symbols[z]} ({report.element_counts.get(chemical_symbols[z], 0)})"
                  for z in sorted(wanted) if report.element_counts.get(chemical_symbols[z], 0) < min_per_element]
         if short:
             raise MaterialsHamError(f"elements below {min_per_element} structures each: {', '.join(short)}")
     return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS)), report
+
+
+def _wanted_elements(engine) -> set[int]:
+    """The benchmark's elements that ``engine`` covers (all 68 without an engine)."""
+    return {z for z in BENCHMARK_ELEMENTS if engine is None or _covered(engine, z)}
 
 
 def _covered(engine, z: int) -> bool:
