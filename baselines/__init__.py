@@ -1,7 +1,7 @@
 """Reference models that use only the public API of :mod:`materials_ham`.
 
-Planned here (not yet implemented in this release): ``baselines.h0`` (predictions = H0,
-the floor every model must beat) and ``baselines.nextham`` (the NextHAM reference model).
-Until then the H0 baseline number is computed by ``materials-ham demo`` via
-:func:`materials_ham.gauge.gauge_errors`.
+* ``baselines.h0``: predictions equal to H0 (the zeroth-step Hamiltonian), the floor every
+  model must beat: ``python -m baselines.h0 --dataset PATH --split test -o h0.zarr``, then
+  ``materials-ham evaluate h0.zarr --dataset PATH``.
+* ``baselines.nextham`` (the NextHAM reference model) is planned, not yet implemented.
 """

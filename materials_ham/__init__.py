@@ -4,6 +4,7 @@ Public API (engines and validation are imported lazily, so that reading samples 
 need GPAW or torch):
 
 >>> from materials_ham import load_sample, validate_sample, get_engine, read_structure
+>>> from materials_ham import Evaluator, write_predictions          # the scorer (zarr needed)
 """
 from .errors import EngineError, FormatError, MaterialsHamError, StructureError, ValidationFailed
 from .sample import Basis, Crystal, Sample, load_sample
@@ -11,6 +12,7 @@ from .sample import Basis, Crystal, Sample, load_sample
 __version__ = "0.1.0"
 
 __all__ = ["Sample", "Crystal", "Basis", "load_sample", "validate_sample", "get_engine", "read_structure",
+           "Evaluator", "write_predictions",
            "MaterialsHamError", "StructureError", "FormatError", "EngineError", "ValidationFailed", "__version__"]
 
 
@@ -24,4 +26,7 @@ def __getattr__(name):
     if name == "read_structure":
         from .structures import read_structure
         return read_structure
+    if name in ("Evaluator", "write_predictions"):
+        from . import evaluate
+        return getattr(evaluate, name)
     raise AttributeError(f"module 'materials_ham' has no attribute {name!r}")

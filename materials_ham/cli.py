@@ -128,8 +128,9 @@ def demo(out, names, **engine_opts):
 
 
 @cli.command()
-@click.option("--preset", type=click.Choice(["mini", "full"]), default="mini", show_default=True,
-              help="mini: built-in prototypes <= 5 atoms, every covered element twice; full: all prototypes.")
+@click.option("--preset", type=click.Choice(["mini", "small", "full"]), default="mini", show_default=True,
+              help="mini: a cheap cover of the prototypes <= 5 atoms with every covered element twice; "
+                   "small: all prototypes <= 5 atoms; full: all prototypes, polymorphs and enumeration.")
 @click.option("--source", default="prototypes", show_default=True,
               help="prototypes, mp (Materials Project: needs MP_API_KEY and network), or a folder of CIF/POSCAR files.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Catalog file to write (.parquet).")
@@ -162,7 +163,8 @@ def structures(preset, source, out, max_atoms, split, holdout_elements, holdout_
                         dedup=not no_dedup, split=split, seed=seed,
                         holdout_elements=[e for e in holdout_elements.split(",") if e],
                         holdout_prototypes=[e for e in holdout_prototypes.split(",") if e],
-                        min_per_element=p.min_per_element if source == "prototypes" else 0, progress=True)
+                        min_per_element=p.min_per_element if source == "prototypes" else 0,
+                        cover=p.cover and source == "prototypes", progress=True)
     write_catalog(df, out)
     t = Table(title=f"catalog {out}: {len(df)} structures from {report.n_candidates} candidates", title_justify="left")
     for col in ("split", "structures", "atoms (min-max)", "elements"):
@@ -224,7 +226,8 @@ def generate(catalog, out, workers, scheduler, cluster, jobs, queue, timeout, me
 @cli.command()
 @click.argument("staging", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to create.")
-@click.option("--shard-mib", type=float, default=128, show_default=True, help="Target shard size (MiB, raw).")
+@click.option("--shard-mib", type=float, default=1024, show_default=True,
+              help="Target shard size (MiB of raw data; ~0.1 of it on disk).")
 @click.option("--name", default="Materials-HAM-SOC", show_default=True, help="Dataset name (card title).")
 @click.option("--version", "dataset_version", default="", help="Dataset version recorded in the store.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
@@ -273,6 +276,57 @@ def card(dataset, name, copy_to):
         with atomic_write(copy_to, "w") as fh:
             fh.write(path.read_text())
     console.print(f"wrote {path}" + (f" and {copy_to}" if copy_to else ""))
+
+
+@cli.command("evaluate")
+@click.argument("predictions", type=click.Path(path_type=Path))
+@click.option("--dataset", default=None,
+              help="Packed dataset folder (default: $MATERIALS_HAM_DATASET for the name materials-ham-soc).")
+@click.option("--split", default="test", show_default=True, help="Split the predictions are for.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Metrics JSON to write (default: beside PREDICTIONS, <name>.metrics.json).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write a folder with report.md, report.html, metrics.json and plots.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Reference cache folder (default: $MATERIALS_HAM_CACHE or ~/.cache/materials-ham/evaluate).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the on-disk reference cache.")
+@click.option("--no-bands", is_flag=True, help="Matrix metrics only (skip the eigenvalue solves).")
+@click.option("--kgrid", nargs=3, type=int, default=None, help="Monkhorst-Pack grid of the band metrics [4 4 4].")
+@click.option("--path-points", type=int, default=None, help="Points on the high-symmetry path [40].")
+@click.option("--workers", type=int, default=1, show_default=True, help="Threads scoring structures in parallel.")
+def evaluate_cmd(predictions, dataset, split, json_out, report_dir, cache_dir, no_cache, no_bands, kgrid, path_points,
+                 workers):
+    """Score a PREDICTIONS store (from materials_ham.write_predictions) against a dataset split."""
+    import os
+
+    from .evaluate import Evaluator
+    from .evaluate.evaluator import EVALUATOR_NAME
+    from .evaluate.report import check_report_folder, summary_tables, write_report
+
+    if report_dir is not None:
+        check_report_folder(report_dir)
+    if not no_cache and cache_dir is None:
+        cache_dir = Path(os.environ.get("MATERIALS_HAM_CACHE") or Path.home() / ".cache" / "materials-ham") / "evaluate"
+    ev = Evaluator(dataset or EVALUATOR_NAME, split=split, bands=not no_bands, kgrid=kgrid, path_points=path_points,
+                   cache_dir=None if no_cache else cache_dir, workers=workers, progress=sys.stderr.isatty())
+    result = ev.evaluate(predictions, details=report_dir is not None)
+    m = result.metrics
+    for title, headers, rows in summary_tables(m):
+        t = Table(title=title, title_justify="left")
+        for k, h in enumerate(headers):
+            t.add_column(h, justify="left" if k == 0 else "right")
+        for r in rows:
+            t.add_row(*map(str, r))
+        console.print(t)
+    h = m["headline"]
+    console.print(f"headline: spin-diagonal real gauge MAE {h['spin_diag_real_mev']:.4f} meV over "
+                  f"{m['n_structures']} structures ({m['seconds']:.1f} s)")
+    if report_dir is not None:
+        write_report(result, report_dir)
+        console.print(f"wrote report {report_dir}")
+    json_out = json_out or predictions.with_name(predictions.name.removesuffix(".zarr") + ".metrics.json")
+    _write_json(json_out, m)
+    console.print(f"wrote {json_out}")
 
 
 def _write_json(path: Path, data) -> None:

@@ -1,25 +1,95 @@
-"""The gauge convention of matrix metrics (CONVENTIONS.md, "Gauge").
+"""The gauge convention of matrix metrics (CONVENTIONS.md, "Gauge"): its one home in code.
 
 H and H + mu S have the same eigenvectors, so a prediction P of a target T is compared
 after removing the best constant shift: with D = P - T over the scored entries,
 mu* = Re<D, S x I2> / <S x I2, S x I2> (one mu per structure) and the error is
 D - mu* S x I2 (only spin-diagonal blocks change).
+
+Everything here is vectorised over the flat spinor array (``Sample.H`` layout: blocks in
+edge order, each block (2 n_i, 2 n_j) spin-major and row-major).  :class:`SpinorLayout`
+cuts the edges into runs of consecutive edges with one block shape (with edges sorted by
+(i, j, R), about one run per atom pair), so that per-edge, per-spin-block sums are
+reshapes and sums, with no Python loop over edges.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .conventions import EV_TO_MEV, HEADLINE_EDGE_CUTOFF, spin_view
+from .conventions import EV_TO_MEV, HEADLINE_EDGE_CUTOFF
 from .sample import Sample
 
+#: Names of the spin blocks, in the order of the last axis of :meth:`SpinorLayout.spin_sums`.
+SPIN_BLOCKS = ("uu", "ud", "du", "dd")
 
-def _spinor_view(sample: Sample, flat: np.ndarray, edges: np.ndarray):
-    """Yield (edge, (2, n_i, 2, n_j) spinor block, (n_i, n_j) S block) for the given edges."""
-    n = sample.orbitals_per_atom
-    for e in edges:
-        i, j = sample.edge_index[e]
-        a, b = sample.block_offsets[e], sample.block_offsets[e + 1]
-        yield e, spin_view(flat[4 * a:4 * b], n[i], n[j]), sample.S[a:b].reshape(n[i], n[j])
+
+@dataclass(frozen=True)
+class SpinorLayout:
+    """The flat spinor layout of a sample as runs of consecutive edges with one block shape.
+
+    ``runs``: tuples (first edge, stop edge, n_i, n_j, first spinor entry, first S entry);
+    ``sizes`` (E,) spinless entries n_i n_j per edge; ``n_entries`` = len(Sample.H).
+    """
+
+    runs: tuple
+    sizes: np.ndarray
+    n_entries: int
+
+    @classmethod
+    def from_sample(cls, sample: Sample) -> "SpinorLayout":
+        n = sample.orbitals_per_atom
+        ni, nj = n[sample.edge_index[:, 0]], n[sample.edge_index[:, 1]]
+        E = len(ni)
+        cut = np.nonzero((np.diff(ni) != 0) | (np.diff(nj) != 0))[0] + 1 if E else np.zeros(0, int)
+        starts = np.concatenate([[0], cut]).astype(int) if E else np.zeros(0, int)
+        stops = np.append(starts[1:], E).astype(int)
+        bo = sample.block_offsets
+        runs = tuple((int(a), int(b), int(ni[a]), int(nj[a]), int(4 * bo[a]), int(bo[a])) for a, b in zip(starts, stops))
+        return cls(runs=runs, sizes=sample.block_sizes.copy(), n_entries=4 * int(bo[-1]))
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.sizes)
+
+    def _view(self, x: np.ndarray, run) -> np.ndarray:
+        a, b, ni, nj, start, _ = run
+        return x[start:start + 4 * (b - a) * ni * nj].reshape(b - a, 2, ni, 2, nj)
+
+    def spin_sums(self, x: np.ndarray) -> np.ndarray:
+        """(E, 4) sums of the flat spinor array ``x`` per edge and spin block (uu, ud, du, dd)."""
+        out = np.empty((self.n_edges, 4), np.result_type(x.dtype, np.float64))
+        for run in self.runs:
+            out[run[0]:run[1]] = self._view(x, run).sum(axis=4).sum(axis=2).reshape(-1, 4)
+        return out
+
+    def spinor_overlap(self, S: np.ndarray) -> np.ndarray:
+        """(n_entries,) float64: the entries of S x I2 in the flat spinor layout (0 off the spin diagonal)."""
+        out = np.zeros(self.n_entries)
+        for run in self.runs:
+            a, b, ni, nj, _, s0 = run
+            blk = S[s0:s0 + (b - a) * ni * nj].reshape(b - a, ni, nj)
+            v = self._view(out, run)
+            v[:, 0, :, 0, :] = blk
+            v[:, 1, :, 1, :] = blk
+        return out
+
+    def spin_labels(self) -> np.ndarray:
+        """(n_entries,) int8 spin block of every entry: 0 uu, 1 ud, 2 du, 3 dd."""
+        out = np.empty(self.n_entries, np.int8)
+        for run in self.runs:
+            self._view(out, run)[...] = (2 * np.arange(2)[:, None, None, None]
+                                         + np.arange(2)[None, None, :, None])
+        return out
+
+    def entry_mask(self, edge_mask: np.ndarray) -> np.ndarray:
+        """(n_entries,) bool: entries of the edges where ``edge_mask`` is True."""
+        return np.repeat(np.asarray(edge_mask, bool), 4 * self.sizes)
+
+
+def spinor_overlap(sample: Sample, layout: SpinorLayout | None = None) -> np.ndarray:
+    """(n_h,) float64: the entries of S x I2 in the flat spinor layout of ``sample``."""
+    return (layout or SpinorLayout.from_sample(sample)).spinor_overlap(sample.S)
 
 
 def scored_edges(sample: Sample, cutoff: float | None = HEADLINE_EDGE_CUTOFF) -> np.ndarray:
@@ -29,38 +99,61 @@ def scored_edges(sample: Sample, cutoff: float | None = HEADLINE_EDGE_CUTOFF) ->
     return np.nonzero(sample.edge_lengths() < cutoff)[0]
 
 
+def _mu(num: float, den: float) -> float:
+    """mu* = Re<D, S x I2> / <S x I2, S x I2>; 0 where S vanishes."""
+    return float(num) / float(den) if den > 0 else 0.0
+
+
+def gauge_mu(diff: np.ndarray, s_spinor: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """mu* (eV) over the entries where ``mask`` is True (all when None).
+
+    ``diff`` (n_h,) complex: D = P - T in the flat spinor layout (eV); ``s_spinor`` (n_h,) real:
+    :func:`spinor_overlap`.
+    """
+    d, s = (diff, s_spinor) if mask is None else (diff[mask], s_spinor[mask])
+    return _mu(np.dot(d.real, s), np.dot(s, s))
+
+
+def gauge_mu_from_edge_sums(num: np.ndarray, den: np.ndarray, edge_mask: np.ndarray | None = None) -> float:
+    """mu* (eV) from per-edge partial sums: ``num`` (E,) = sum Re(D) (S x I2), ``den`` (E,) =
+    sum (S x I2)^2 over each edge's entries, over the edges where ``edge_mask`` is True."""
+    if edge_mask is not None:
+        num, den = num[edge_mask], den[edge_mask]
+    return _mu(num.sum(), den.sum())
+
+
 def gauge_shift(sample: Sample, diff: np.ndarray, edges: np.ndarray) -> float:
     """mu* (eV) minimising |D - mu S x I2|^2 over ``edges``; ``diff`` is a flat spinor D (eV)."""
-    num = den = 0.0
-    for _, d, s in _spinor_view(sample, diff, edges):
-        num += float(np.sum((d[0, :, 0, :] + d[1, :, 1, :]).real * s))
-        den += 2.0 * float(np.sum(s * s))
-    return num / den if den > 0 else 0.0
+    layout = SpinorLayout.from_sample(sample)
+    s = layout.spinor_overlap(sample.S)
+    on = np.zeros(sample.n_edges, bool)
+    on[np.asarray(edges, np.int64)] = True
+    d = np.asarray(diff)
+    return gauge_mu_from_edge_sums(layout.spin_sums(d.real * s).sum(1), layout.spin_sums(s * s).sum(1), on)
 
 
 def gauge_errors(sample: Sample, predicted: np.ndarray, target: np.ndarray | None = None,
                  cutoff: float | None = HEADLINE_EDGE_CUTOFF) -> dict:
     """Gauge-standardised errors of a flat spinor prediction against ``target`` (default: sample.H).
 
-    Returns mu (eV) and MAEs in meV: ``spin_diag_real`` (the NextHAM paper's headline:
-    real part of uu and dd), and per spin block real/imaginary parts.
+    Returns mu (eV) and MAEs in meV over the entries of edges shorter than ``cutoff``
+    (Angstrom; None: all stored edges): ``spin_diag_real`` (the NextHAM paper's headline:
+    real part of uu and dd), and per spin block real/imaginary parts (``uu_real``, ...).
     """
     target = sample.H if target is None else target
-    edges = scored_edges(sample, cutoff)
+    layout = SpinorLayout.from_sample(sample)
+    s = layout.spinor_overlap(sample.S)
+    on = np.zeros(sample.n_edges, bool)
+    on[scored_edges(sample, cutoff)] = True
     diff = np.asarray(predicted) - np.asarray(target)
-    mu = gauge_shift(sample, diff, edges)
-    sums = {f"{blk}_{part}": 0.0 for blk in ("uu", "ud", "du", "dd") for part in ("real", "imag")}
-    count = 0
-    for _, d, s in _spinor_view(sample, diff, edges):
-        d = d.copy()
-        d[0, :, 0, :] -= mu * s
-        d[1, :, 1, :] -= mu * s
-        for s1, n1 in enumerate("ud"):
-            for s2, n2 in enumerate("ud"):
-                sums[f"{n1}{n2}_real"] += float(np.abs(d[s1, :, s2, :].real).sum())
-                sums[f"{n1}{n2}_imag"] += float(np.abs(d[s1, :, s2, :].imag).sum())
-        count += s.size
-    out = {k: EV_TO_MEV * v / max(count, 1) for k, v in sums.items()}
+    mu = gauge_mu_from_edge_sums(layout.spin_sums(diff.real * s).sum(1), layout.spin_sums(s * s).sum(1), on)
+    sums_re = layout.spin_sums(np.abs(diff.real - mu * s))[on].sum(axis=0)
+    sums_im = layout.spin_sums(np.abs(diff.imag))[on].sum(axis=0)
+    count = int(layout.sizes[on].sum())
+    out = {}
+    for k, blk in enumerate(SPIN_BLOCKS):
+        out[f"{blk}_real"] = EV_TO_MEV * float(sums_re[k]) / max(count, 1)
+        out[f"{blk}_imag"] = EV_TO_MEV * float(sums_im[k]) / max(count, 1)
     out["spin_diag_real"] = 0.5 * (out["uu_real"] + out["dd_real"])
     out["mu_ev"] = mu
     out["n_entries_per_spin_block"] = count

@@ -1,0 +1,329 @@
+"""The metric table: matrix metrics as data (groupings x quantities), band metrics as named reductions.
+
+Matrix metrics (meV) are gauge-standardised MAEs (CONVENTIONS.md, "Gauge"): per structure,
+D = P - T over the flat spinor entries, mu* = Re<D, S x I2> / <S x I2, S x I2> over the
+**scored entries** (every entry of the blocks of edges with |r_ij| < 8 Angstrom), and the
+error of an entry is e = D - mu* (S x I2).  Since S is real, mu* only moves the real parts of
+uu and dd entries; imaginary parts are gauge independent.
+
+Per structure, the scorer reduces |Re e| and |Im e| once per (edge, spin block) with one
+``bincount`` (:func:`edge_sums`); every breakdown is then a sum over edges by an edge label
+(:data:`GROUPINGS`), so no metric loops over edges or entries in Python.  A *quantity*
+(:data:`QUANTITIES`) picks spin blocks and a part: e.g. ``spin_diag_real`` = mean |Re e| over
+the uu and dd entries (the NextHAM paper's headline), ``real`` = over all four spin blocks.
+
+Averages over structures, for every (grouping, group, quantity):
+* ``mean``: mean over structures (that have entries in the group) of the structure's entry
+  mean -- each structure weighs the same (the headline);
+* ``pooled``: total over all entries of all structures divided by their number.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from ..conventions import DISTANCE_BINS, EV_TO_MEV, HEADLINE_EDGE_CUTOFF
+from ..gauge import SPIN_BLOCKS, SpinorLayout, gauge_mu_from_edge_sums
+from ..sample import Sample
+
+
+# ------------------------------------------------------------------------- per structure
+@dataclass
+class MatrixReference:
+    """Reference-side data of one structure for the matrix metrics, computed once.
+
+    Entry level (n_h = len(Sample.H)): ``target`` complex (eV), ``s_spinor`` the S x I2
+    entries.  Edge level (E): ``den`` sum of (S x I2)^2 per edge, ``length`` (Angstrom),
+    ``onsite``, ``scored`` (|r| < cutoff), ``z_i``/``z_j`` atomic numbers, ``count`` = n_i n_j
+    entries per spin block.  ``layout`` reduces entry arrays to (edge, spin block) sums.
+    """
+
+    layout: SpinorLayout
+    target: np.ndarray
+    s_spinor: np.ndarray
+    den: np.ndarray
+    length: np.ndarray
+    onsite: np.ndarray
+    scored: np.ndarray
+    z_i: np.ndarray
+    z_j: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def from_sample(cls, sample: Sample, cutoff: float = HEADLINE_EDGE_CUTOFF) -> "MatrixReference":
+        layout = SpinorLayout.from_sample(sample)
+        s_spinor = layout.spinor_overlap(sample.S)
+        length = sample.edge_lengths()
+        z = sample.crystal.numbers
+        return cls(layout=layout, target=sample.H, s_spinor=s_spinor, den=layout.spin_sums(s_spinor * s_spinor).sum(1),
+                   length=length, onsite=sample.is_onsite, scored=length < cutoff,
+                   z_i=z[sample.edge_index[:, 0]], z_j=z[sample.edge_index[:, 1]], count=sample.block_sizes.copy())
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.length)
+
+    def nbytes(self) -> int:
+        return int(self.target.nbytes + self.s_spinor.nbytes)
+
+
+@dataclass
+class EdgeSums:
+    """Per-edge error sums of one structure (eV): ``re[gauge]`` and ``im`` (E, 4) sums of |Re e|,
+    |Im e| per spin block; ``mu[gauge]`` (eV).  Gauges: 'scored' (mu* over edges < cutoff, the
+    headline) and 'all' (mu* over all stored edges)."""
+
+    re: dict[str, np.ndarray]
+    im: np.ndarray
+    mu: dict[str, float]
+
+
+def edge_sums(ref: MatrixReference, predicted: np.ndarray) -> EdgeSums:
+    """Gauge shifts and per-(edge, spin block) absolute-error sums of a full flat prediction.
+
+    Works on two real scratch arrays (no complex temporary; each pass writes in place).
+    """
+    lay, s = ref.layout, ref.s_spinor
+    predicted = np.asarray(predicted)
+    dr = np.subtract(predicted.real, ref.target.real)           # Re D
+    tmp = np.subtract(predicted.imag, ref.target.imag)          # Im D, then scratch
+    np.abs(tmp, out=tmp)
+    im = lay.spin_sums(tmp)
+    np.multiply(dr, s, out=tmp)
+    num = lay.spin_sums(tmp).sum(1)
+    re, mu = {}, {}
+    for gauge, mask in (("scored", ref.scored), ("all", None)):
+        mu[gauge] = gauge_mu_from_edge_sums(num, ref.den, mask)
+        np.multiply(s, mu[gauge], out=tmp)
+        np.subtract(dr, tmp, out=tmp)
+        np.abs(tmp, out=tmp)
+        re[gauge] = lay.spin_sums(tmp)
+    return EdgeSums(re=re, im=im, mu=mu)
+
+
+# ------------------------------------------------------------------------------- groupings
+@dataclass(frozen=True)
+class Grouping:
+    """A breakdown of the matrix metric: edge labels -> groups.
+
+    ``labels(ref)`` returns (E, L) int group keys per edge (several columns: an edge counts in
+    every group it names; key ``None``/-1: not counted) as a list of key strings per column;
+    ``gauge``: which mu* the errors use; ``quantities``: what is reported per group.
+    """
+
+    name: str
+    doc: str
+    labels: Callable[[MatrixReference], list[np.ndarray]]
+    quantities: tuple[str, ...]
+    gauge: str = "scored"
+
+
+def _sym(z: int) -> str:
+    return chemical_symbols[int(z)]
+
+
+def _label_all(ref):
+    return [np.where(ref.scored, "all", "")]
+
+
+def _label_all_stored(ref):
+    return [np.full(ref.n_edges, "all", dtype=object)]
+
+
+def _label_site(ref):
+    return [np.where(ref.scored, np.where(ref.onsite, "on-site", "off-site"), "")]
+
+
+DISTANCE_LABELS = tuple(f"[{a:g},{b:g})" if b != DISTANCE_BINS[-1] else f">={a:g}"
+                        for a, b in zip(DISTANCE_BINS[:-1], DISTANCE_BINS[1:]))
+
+
+def _label_distance(ref):
+    k = np.clip(np.searchsorted(DISTANCE_BINS, ref.length, side="right") - 1, 0, len(DISTANCE_LABELS) - 1)
+    return [np.where(ref.scored, np.array(DISTANCE_LABELS, dtype=object)[k], "")]
+
+
+def _label_element(ref):
+    zi = np.array([_sym(z) for z in ref.z_i], dtype=object)
+    zj = np.array([_sym(z) for z in ref.z_j], dtype=object)
+    return [np.where(ref.scored, zi, ""), np.where(ref.scored & (ref.z_i != ref.z_j), zj, "")]
+
+
+def _label_pair(ref):
+    lo, hi = np.minimum(ref.z_i, ref.z_j), np.maximum(ref.z_i, ref.z_j)
+    keys = np.array([f"{_sym(a)}-{_sym(b)}" for a, b in zip(lo, hi)], dtype=object)
+    return [np.where(ref.scored, keys, "")]
+
+
+#: What a quantity averages: (spin blocks, part).  Spin blocks index :data:`SPIN_BLOCKS`.
+QUANTITIES: dict[str, tuple[tuple[int, ...], str]] = {
+    **{f"{b}_{p}": ((k,), "re" if p == "real" else "im") for k, b in enumerate(SPIN_BLOCKS) for p in ("real", "imag")},
+    "spin_diag_real": ((0, 3), "re"),
+    "real": ((0, 1, 2, 3), "re"),
+    "imag": ((0, 1, 2, 3), "im"),
+}
+_SPIN_TABLE = tuple(f"{b}_{p}" for b in SPIN_BLOCKS for p in ("real", "imag"))
+_SUMMARY = ("spin_diag_real", "real", "imag")
+
+#: The matrix-metric table.  Edges >= the cutoff are counted only by 'all_stored_edges'.
+GROUPINGS: tuple[Grouping, ...] = (
+    Grouping("overall", f"every entry of the blocks of edges |r| < {HEADLINE_EDGE_CUTOFF:g} A", _label_all,
+             _SUMMARY + _SPIN_TABLE),
+    Grouping("site", "on-site blocks (i = j, R = 0) vs off-site blocks", _label_site, _SUMMARY),
+    Grouping("distance", "by edge length |r_ij| (Angstrom)", _label_distance, _SUMMARY),
+    Grouping("element", "blocks with at least one atom of the element (an A-B block counts for A and B)",
+             _label_element, _SUMMARY),
+    Grouping("element_pair", "blocks between atoms of the two elements (either order)", _label_pair, _SUMMARY),
+    Grouping("all_stored_edges", "every stored block, whatever its length; mu* solved over all of them",
+             _label_all_stored, _SUMMARY, gauge="all"),
+)
+
+
+def group_sums(ref: MatrixReference, sums: EdgeSums, grouping: Grouping,
+               labels: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """{group key: (9,) array [re sums per spin (4), im sums per spin (4), entries per spin block]}."""
+    labels = grouping.labels(ref) if labels is None else labels
+    re, im = sums.re[grouping.gauge], sums.im
+    out: dict[str, np.ndarray] = {}
+    for col in labels:
+        keys, inv = np.unique(col.astype(str), return_inverse=True)
+        inv = inv.reshape(-1)
+        G = len(keys)
+        acc = np.zeros((G, 9))
+        for s in range(4):
+            acc[:, s] = np.bincount(inv, re[:, s], minlength=G)
+            acc[:, 4 + s] = np.bincount(inv, im[:, s], minlength=G)
+        acc[:, 8] = np.bincount(inv, ref.count, minlength=G)
+        for g, key in enumerate(keys):
+            if key:
+                out[str(key)] = out.get(str(key), 0) + acc[g]
+    return out
+
+
+def quantity(acc: np.ndarray, name: str) -> float:
+    """The MAE (meV) of quantity ``name`` from a (9,) or (..., 9) sums array; NaN if empty."""
+    spins, part = QUANTITIES[name]
+    base = 0 if part == "re" else 4
+    total = sum(acc[..., base + s] for s in spins)
+    n = len(spins) * acc[..., 8]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return EV_TO_MEV * total / n
+
+
+def aggregate_matrix(per_structure: list[dict[str, dict[str, np.ndarray]]]) -> dict:
+    """Combine per-structure group sums into ``{grouping: {group: {quantity: {mean, pooled}, n_structures,
+    n_entries}}}`` (see the module docstring for mean vs pooled)."""
+    out: dict = {}
+    for grouping in GROUPINGS:
+        keys = sorted({k for s in per_structure for k in s[grouping.name]}, key=_group_order(grouping.name))
+        table = {}
+        for key in keys:
+            accs = np.array([s[grouping.name][key] for s in per_structure if key in s[grouping.name]])
+            accs = accs[accs[:, 8] > 0]
+            entry = {}
+            for q in grouping.quantities:
+                per = quantity(accs, q)
+                entry[q] = {"mean": float(np.mean(per)) if len(per) else None,
+                            "pooled": float(quantity(accs.sum(axis=0), q)) if len(accs) else None}
+            entry["n_structures"] = int(len(accs))
+            entry["n_entries"] = int(4 * accs[:, 8].sum())
+            table[key] = entry
+        out[grouping.name] = table
+    return out
+
+
+def _group_order(name: str):
+    if name == "distance":
+        return lambda k: DISTANCE_LABELS.index(k) if k in DISTANCE_LABELS else 99
+    if name == "site":
+        return lambda k: {"on-site": 0, "off-site": 1}.get(k, 2)
+    if name == "element":
+        return lambda k: chemical_symbols.index(k) if k in chemical_symbols else 999
+    if name == "element_pair":
+        return lambda k: tuple(chemical_symbols.index(x) if x in chemical_symbols else 999 for x in k.split("-"))
+    return lambda k: k
+
+
+# ----------------------------------------------------------------------------- band table
+@dataclass(frozen=True)
+class BandMetric:
+    """A band metric: ``reduce(per-structure band scores) -> (value per structure or None)``;
+    averaged over the structures where it is defined (meV unless ``unit`` says otherwise)."""
+
+    name: str
+    doc: str
+    per_structure: Callable[[dict], float | None]
+    unit: str = "meV"
+
+
+def _window_metric(kset: str, window: str, aligned: bool):
+    def f(b: dict):
+        s_raw, s_al, n = b["windows"][kset][window]
+        return EV_TO_MEV * (s_al if aligned else s_raw) / n if n else None
+    return f
+
+
+def _gap_error(b: dict):
+    if b["gap_ref"] is None:
+        return None
+    return EV_TO_MEV * abs(b["gap_pred"] - b["gap_ref"])
+
+
+def _gap_error_insulators(b: dict):
+    return _gap_error(b) if b["gap_ref"] else None
+
+
+def _soc_error(b: dict):
+    if not b["soc"]:
+        return None
+    return EV_TO_MEV * float(np.mean([abs(p - r) for r, p in b["soc"]]))
+
+
+def band_metrics(window_names: tuple[str, ...]) -> tuple[BandMetric, ...]:
+    """The band-metric table for the given windows (names like 'w1', 'w3', 'occupied')."""
+    table = []
+    for kset in ("grid", "path"):
+        for w in window_names:
+            for aligned in (False, True):
+                what = "all occupied bands" if w == "occupied" else f"reference eigenvalues within +-{w[1:]} eV of E_F"
+                table.append(BandMetric(
+                    f"{kset}.{w}.{'aligned' if aligned else 'raw'}",
+                    f"MAE of band energies on the {kset} k-points, {what}, "
+                    + ("after removing the gauge shift mu*" if aligned else "no alignment"),
+                    _window_metric(kset, w, aligned)))
+    table += [
+        BandMetric("gap_error", "|gap_pred - gap_ref|, gap = max(0, CBM - VBM) over grid and path (metals: 0)",
+                   _gap_error),
+        BandMetric("gap_error_insulators", "gap_error over structures whose reference gap is > 0",
+                   _gap_error_insulators),
+        BandMetric("soc_splitting_error", "|delta_pred - delta_ref| of the SOC spread of the top valence "
+                   "multiplet at labelled high-symmetry points", _soc_error),
+    ]
+    for w in window_names:
+        if w != "occupied":
+            table.append(BandMetric(f"ghost_states.{w}", f"predicted states in E_F +-{w[1:]} eV without a reference "
+                                    "counterpart (count excess over the window widened by the margin), per k-point",
+                                    (lambda b, w=w: b["ghost"][w]), unit="states/k-point"))
+    table.append(BandMetric("ghost_states.below", "predicted states below the reference spectrum (minus tolerance), "
+                            "per k-point", lambda b: b["ghost"]["below"], unit="states/k-point"))
+    return tuple(table)
+
+
+def aggregate_bands(per_structure: list[dict], window_names: tuple[str, ...]) -> dict:
+    """{metric: {mean, max, n_structures, unit, doc}} over the structures where it is defined;
+    window metrics also get ``pooled`` (over all (k, band) pairs)."""
+    out = {}
+    for m in band_metrics(window_names):
+        vals = [v for v in (m.per_structure(b) for b in per_structure) if v is not None]
+        entry = {"mean": float(np.mean(vals)) if vals else None, "max": float(np.max(vals)) if vals else None,
+                 "n_structures": len(vals), "unit": m.unit, "doc": m.doc}
+        parts = m.name.split(".")
+        if len(parts) == 3:
+            kset, w, kind = parts
+            tot = np.sum([b["windows"][kset][w] for b in per_structure], axis=0)
+            entry["pooled"] = float(EV_TO_MEV * tot[1 if kind == "aligned" else 0] / tot[2]) if tot[2] else None
+        out[m.name] = entry
+    return out
