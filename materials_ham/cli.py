@@ -35,11 +35,15 @@ def _engine_options(f):
     return f
 
 
-def _make_engine(engine, basis, kpt_density, kpts, smearing, grid_spacing):
+def _engine_settings(basis, kpt_density, kpts, smearing, grid_spacing) -> dict:
+    return {"basis": basis, "kpt_density": kpt_density, "kpts": tuple(kpts) if kpts else None,
+            "smearing": smearing, "h": grid_spacing}
+
+
+def _make_engine(engine, **opts):
     from .engines import get_engine
 
-    return get_engine(engine, basis=basis, kpt_density=kpt_density, kpts=tuple(kpts) if kpts else None,
-                      smearing=smearing, h=grid_spacing)
+    return get_engine(engine, **_engine_settings(**opts))
 
 
 def render_report(report) -> Table:
@@ -117,14 +121,16 @@ def validate(samples, json_out):
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True,
               help="Folder for the generated samples and the summary.")
 @click.option("--structure", "names", multiple=True, help="Only these default structures (repeatable).")
+@click.option("--workers", type=int, default=None, help="Parallel engine processes (default: number of cores).")
 @_engine_options
-def demo(out, names, **engine_opts):
-    """Generate, validate and score the embedded default dataset (real GPAW runs)."""
+def demo(out, names, workers, **engine_opts):
+    """Generate, validate, pack and score the embedded default dataset (real GPAW runs)."""
     from .demo import run_demo
 
-    summary = run_demo(out, names=names or None, engine=_make_engine(**engine_opts), console=console)
+    summary = run_demo(out, names=names or None, engine=engine_opts.pop("engine"),
+                       settings=_engine_settings(**engine_opts), workers=workers, console=console)
     if not summary["all_valid"]:
-        raise ValidationFailed("some default samples failed validation (see the table above)")
+        raise ValidationFailed("some default samples failed generation or validation (see above)")
 
 
 @cli.command()
@@ -203,8 +209,7 @@ def generate(catalog, out, workers, scheduler, cluster, jobs, queue, timeout, me
     """Run the engine on every structure of CATALOG into a staging folder (resumable; dask)."""
     from .generate import Limits, generate as run, make_client
 
-    settings = {"basis": basis, "kpt_density": kpt_density, "kpts": tuple(kpts) if kpts else None,
-                "smearing": smearing, "h": grid_spacing}
+    settings = _engine_settings(basis, kpt_density, kpts, smearing, grid_spacing)
     client = None
     if scheduler or cluster != "local":
         client = make_client(scheduler=scheduler, cluster=cluster, jobs=jobs,
@@ -301,7 +306,7 @@ def evaluate_cmd(predictions, dataset, split, json_out, report_dir, cache_dir, n
 
     from .evaluate import Evaluator
     from .evaluate.evaluator import EVALUATOR_NAME
-    from .evaluate.report import check_report_folder, summary_tables, write_report
+    from .evaluate.report import check_report_folder, rich_tables, write_report
 
     if report_dir is not None:
         check_report_folder(report_dir)
@@ -311,12 +316,7 @@ def evaluate_cmd(predictions, dataset, split, json_out, report_dir, cache_dir, n
                    cache_dir=None if no_cache else cache_dir, workers=workers, progress=sys.stderr.isatty())
     result = ev.evaluate(predictions, details=report_dir is not None)
     m = result.metrics
-    for title, headers, rows in summary_tables(m):
-        t = Table(title=title, title_justify="left")
-        for k, h in enumerate(headers):
-            t.add_column(h, justify="left" if k == 0 else "right")
-        for r in rows:
-            t.add_row(*map(str, r))
+    for t in rich_tables(m):
         console.print(t)
     h = m["headline"]
     console.print(f"headline: spin-diagonal real gauge MAE {h['spin_diag_real_mev']:.4f} meV over "

@@ -1,8 +1,17 @@
-"""The main job on the embedded default: generate, validate and score a small real dataset.
+"""The main job on the embedded default: the whole pipeline on a small real dataset.
 
-For each default structure (``materials_ham.structures.prototypes``) the engine computes
-H, H0 and S with SOC; each sample is validated physically and scored with the H0
-baseline (gauge-standardised MAE of H0 against H, the number every model must beat).
+The default structures (:mod:`materials_ham.structures.prototypes`: Si, GaAs, PbTe, SrTiO3)
+go through the same steps as the benchmark itself:
+
+1. a catalog (all in the ``test`` split: the demo scores everything);
+2. :func:`materials_ham.generate.generate`: GPAW on each structure in its own process
+   (dask LocalCluster), H, H0 and S with SOC, each sample validated physically;
+3. :func:`materials_ham.store.pack` into a Zarr v3 dataset with its card, then
+   :func:`materials_ham.store.verify_dataset`;
+4. the H0 baseline (predictions = H0) written with :func:`materials_ham.write_predictions` and
+   scored by :class:`materials_ham.Evaluator`: gauge-standardised matrix MAE and band errors.
+
+Re-running with the same folder resumes: finished structures are not recomputed.
 """
 from __future__ import annotations
 
@@ -13,58 +22,86 @@ from pathlib import Path
 from rich.table import Table
 
 from .atomic import atomic_write
-from .gauge import gauge_errors
-from .structures import default_structures
-from .validate import validate_sample
 
 
-def run_demo(out: Path, *, names=None, engine=None, console=None) -> dict:
+def demo_catalog(names=None):
+    """The default structures as a catalog DataFrame, every row in the ``test`` split."""
+    from .structures.curate import curate
+    from .structures.prototypes import default_structures
+    from .structures.sources import Candidate
+
+    cands = [Candidate(name, crystal, prov["source"], name, name.split("-", 1)[1], prov["note"])
+             for name, (crystal, prov) in default_structures(names).items()]
+    df, _ = curate(cands, split="random")
+    df["split"] = "test"
+    return df
+
+
+def run_demo(out: Path, *, names=None, engine: str = "gpaw", settings: dict | None = None, workers=None,
+             console=None) -> dict:
+    """Run the pipeline into ``out`` (staging/, dataset/, h0-test.zarr, report/, summary.json)."""
     from rich.console import Console
 
-    from .engines import get_engine
+    from . import Evaluator, write_predictions
+    from .evaluate.report import rich_tables, write_report
+    from .generate import generate
+    from .store import open_store, pack, verify_dataset
+    from .store.card import write_card
 
     console = console or Console()
-    engine = engine or get_engine("gpaw")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    structures = default_structures(names)
-    for k, (name, (crystal, prov)) in enumerate(structures.items(), 1):
-        path = out / f"{name}.npz"
-        with console.status(f"[{k}/{len(structures)}] {engine.name}: {name} ({len(crystal)} atoms)"):
-            t0 = time.perf_counter()
-            sample = engine.compute(crystal, provenance=prov)
-            seconds = time.perf_counter() - t0
-        report = validate_sample(sample, subject=name)
-        if report.passed:
-            sample.save(path)
-        score = gauge_errors(sample, sample.H0, sample.H)
-        rows.append({"name": name, "formula": sample.crystal.formula, "atoms": sample.n_atoms,
-                     "edges": sample.n_edges, "seconds": seconds, "valid": report.passed,
-                     "failed_checks": [r.name for r in report.failures()],
-                     "validation": report.numbers(),
-                     "h0_gauge_mae_mev": score["spin_diag_real"], "h0_gauge_mae_all_blocks_mev": {
-                         k2: v for k2, v in score.items() if k2.endswith(("_real", "_imag"))},
-                     "path": str(path) if report.passed else None})
-        console.print(f"[{k}/{len(structures)}] {name}: {seconds:.1f} s, validation "
-                      f"{'[green]passed[/]' if report.passed else '[red]FAILED[/] ' + str(rows[-1]['failed_checks'])}")
+    t0 = time.perf_counter()
+    catalog = demo_catalog(names)
+    console.print(f"[1/4] generate: {len(catalog)} structures with {engine} ({out / 'staging'})")
+    gen = generate(catalog, out / "staging", engine=engine, settings=settings, workers=workers,
+                   progress=console.is_terminal, log=console.print)
+    for sid, f in gen.failures.items():
+        console.print(f"  [red]failed[/] {sid} ({f['kind']}): {f['cause']}")
+    console.print(f"[2/4] pack + verify ({out / 'dataset'})")
+    dataset = pack(out / "staging", out / "dataset", attrs={"dataset_name": "materials-ham demo"},
+                   overwrite=True, progress=False)
+    write_card(dataset, name="materials-ham demo")
+    check = verify_dataset(dataset)
+    store = open_store(dataset)
+    console.print(f"[3/4] H0 baseline predictions ({out / 'h0-test.zarr'})")
+    preds = write_predictions(out / "h0-test.zarr", store,
+                              ((sid, store.by_id(sid).H0) for sid in store.index["id"]),
+                              split="test", model="H0 baseline (predictions = H0)", overwrite=True)
+    console.print("[4/4] score with the Evaluator")
+    result = Evaluator(store, split="test").evaluate(preds, details=True)
+    write_report(result, out / "report", title="H0 baseline on the demo set")
+    m = result.metrics
+
+    ix = store.index.set_index("id")
     t = Table(title="Materials-HAM-SOC demo: embedded default set (GPAW LCAO, SOC)", title_justify="left")
-    for col in ("structure", "atoms", "edges", "seconds", "bands vs GPAW (meV)", "Kramers (meV)",
-                "min eig S(k)", "H0 MAE (meV)", "valid"):
-        t.add_column(col, justify="left" if col in ("structure", "valid") else "right")
-    for r in rows:
-        v = r["validation"]
-        t.add_row(r["name"], str(r["atoms"]), str(r["edges"]), f"{r['seconds']:.1f}",
-                  f"{v.get('band_reproduction', float('nan')):.1e}", f"{v.get('kramers_degeneracy', float('nan')):.1e}",
-                  f"{v.get('overlap_positive_definite', float('nan')):.1e}", f"{r['h0_gauge_mae_mev']:.3f}",
-                  "[green]yes[/]" if r["valid"] else "[red]no[/]")
+    for col in ("structure", "atoms", "edges", "engine s", "bands vs GPAW (meV)", "Kramers (meV)",
+                "min eig S(k)", "H0 MAE (meV)"):
+        t.add_column(col, justify="left" if col == "structure" else "right")
+    rows = []
+    for s in m["per_structure"]:
+        r = ix.loc[s["id"]]
+        row = {"name": s["id"], "formula": r["formula"], "atoms": int(r["n_atoms"]), "edges": int(r["n_edges"]),
+               "seconds": float(r["seconds_total"]), "valid": True,
+               "validation": {c[4:]: float(r[c]) for c in ix.columns if c.startswith("val_")},
+               "h0_gauge_mae_mev": s["matrix"]["spin_diag_real"]}
+        rows.append(row)
+        v = row["validation"]
+        t.add_row(row["name"], str(row["atoms"]), str(row["edges"]), f"{row['seconds']:.1f}",
+                  f"{v['band_reproduction']:.1e}", f"{v['kramers_degeneracy']:.1e}",
+                  f"{v['overlap_positive_definite']:.1e}", f"{row['h0_gauge_mae_mev']:.3f}")
     console.print(t)
-    mean = sum(r["h0_gauge_mae_mev"] for r in rows) / max(len(rows), 1)
+    for table in rich_tables(m):
+        console.print(table)
+    headline = m["headline"]["spin_diag_real_mev"]
     console.print(f"H0 baseline, gauge MAE (spin-diagonal real part, edges < 8 A), mean over structures: "
-                  f"{mean:.3f} meV")
-    summary = {"engine": engine.settings(), "structures": rows, "h0_gauge_mae_mean_mev": mean,
-               "all_valid": all(r["valid"] for r in rows)}
+                  f"{headline:.3f} meV; dataset verify: {'OK' if check.ok else 'FAILED'}; "
+                  f"{time.perf_counter() - t0:.0f} s")
+    summary = {"engine": {"name": engine, "settings": settings or {}}, "structures": rows,
+               "failures": gen.failures, "h0_gauge_mae_mean_mev": headline, "metrics": m,
+               "dataset": str(dataset), "verify_ok": check.ok,
+               "all_valid": not gen.failures and check.ok and len(rows) == len(catalog)}
     with atomic_write(out / "summary.json", "w") as fh:
         json.dump(summary, fh, indent=2, default=float)
-    console.print(f"samples and summary.json in {out}/")
+    console.print(f"dataset, predictions, report/ and summary.json in {out}/")
     return summary

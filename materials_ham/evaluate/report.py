@@ -91,6 +91,21 @@ def summary_tables(metrics: dict) -> list[tuple[str, list[str], list[list[str]]]
     return tables
 
 
+def rich_tables(metrics: dict) -> list:
+    """The summary tables of :func:`summary_tables` as rich Tables (for terminals)."""
+    from rich.table import Table
+
+    out = []
+    for title, headers, rows in summary_tables(metrics):
+        t = Table(title=title, title_justify="left")
+        for k, h in enumerate(headers):
+            t.add_column(h, justify="left" if k == 0 else "right")
+        for r in rows:
+            t.add_row(*map(str, r))
+        out.append(t)
+    return out
+
+
 def first_window(metrics: dict) -> str:
     """Name ('w1', ...) of the narrowest band window of an evaluation ('w1' if bands were off)."""
     s = metrics["settings"].get("bands") or {}
