@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_directory
 from ..errors import FormatError, MaterialsHamError
 from ..sample import Sample
 
@@ -363,9 +362,7 @@ def write_predictions(path: str | os.PathLike, dataset, predictions, *, split: s
     wanted = split_ids(store, split)
     wanted_set = set(wanted)
     fingerprint = dataset_fingerprint(store)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         group = zarr.open_group(zarr.storage.LocalStore(tmp), mode="w", zarr_format=3)
         col = _ShardedColumn(group, H_ARRAY, "complex128",
                              {"unit": "eV", "description": "predicted H blocks, canonical half of the reference edges, "
@@ -404,16 +401,6 @@ def write_predictions(path: str | os.PathLike, dataset, predictions, *, split: s
             "layout": "per structure: canonical half (e <= reverse[e]) of the reference edges in the dataset's edge "
                       "order, blocks (2 n_i, 2 n_j) spin-major flattened row-major, eV",
         })
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

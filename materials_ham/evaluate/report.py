@@ -16,12 +16,11 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_directory
 from ..errors import MaterialsHamError
 from .evaluator import Evaluation
 
@@ -222,12 +221,7 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, title: s
     matplotlib.use("Agg")
     out = check_report_folder(out_dir)
     metrics, det = evaluation.metrics, evaluation.details
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
+    with atomic_directory(out) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
         images = []
         head = metrics["headline"]
@@ -265,16 +259,6 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, title: s
                  "docs/scoring.md.")
         (tmp / "report.md").write_text(_markdown(title, intro, tables, images))
         (tmp / "report.html").write_text(_html(title, intro, tables, images))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

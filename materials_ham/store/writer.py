@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from ..conventions import conventions_dict
+from ..atomic import atomic_directory
 from ..errors import FormatError, MaterialsHamError
 from ..sample import Sample
 from . import layout as L
@@ -47,24 +46,9 @@ def write_store(out_dir: str | os.PathLike, items: Iterable[tuple[Sample, dict]]
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise MaterialsHamError("already exists (pass overwrite=True to replace it)", subject=str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
+    with atomic_directory(out) as tmp:
         _write(tmp, items, attrs, shard_mib, progress)
         build_manifest(tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
