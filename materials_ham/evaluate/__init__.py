@@ -6,7 +6,7 @@
 * :mod:`.evaluator` -- :class:`Evaluator`;
 * :mod:`.report` -- Markdown/HTML report and plots.
 
-Definitions of every metric: docs/scoring.md.
+Definitions of every metric: README.md, section "Scoring".
 """
 from .evaluator import Evaluation, Evaluator
 from .predictions import FORMAT, FORMAT_VERSION, PredictionsStore, read_predictions, write_predictions

@@ -256,7 +256,7 @@ def write_report(evaluation: Evaluation, out_dir: str | os.PathLike, *, title: s
         title = title or f"Materials-HAM-SOC evaluation: {metrics.get('model') or metrics['predictions']}"
         intro = (f"Dataset {metrics['dataset']['name']} (fingerprint {metrics['dataset']['fingerprint'][:12]}), split "
                  f"{metrics['split']}, {metrics['n_structures']} structures. All errors in meV; definitions in "
-                 "docs/scoring.md.")
+                 "the README (Scoring).")
         (tmp / "report.md").write_text(_markdown(title, intro, tables, images))
         (tmp / "report.html").write_text(_html(title, intro, tables, images))
     return out
