@@ -18,7 +18,7 @@ In one run:
 File handles are cold-ish: the store reopens shard files on every read and the HDF5 files
 are opened per structure read; the OS page cache is warm for both (same-run comparison).
 
-    python benchmarks/store_read.py [SOURCE] [--reads 24] [--seed 0] [--shard-mib 128]
+    python benchmarks/store_read.py [SOURCE] [--reads 24] [--seed 0] [--limit N]
 """
 from __future__ import annotations
 
@@ -52,8 +52,10 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def get_samples(source: Path | None, work: Path) -> tuple[list[tuple[str, Sample]], Path]:
-    """[(id, sample)] and the packed dataset directory."""
+def get_samples(source: Path | None, work: Path, limit: int | None = None,
+                seed: int = 0) -> tuple[list[tuple[str, Sample]], Path]:
+    """[(id, sample)] and the packed dataset directory (a seeded subset of ``limit`` structures
+    of a dataset source, repacked, so memory stays bounded)."""
     out = work / "dataset"
     if source is None:
         from materials_ham.engines import get_engine
@@ -71,7 +73,10 @@ def get_samples(source: Path | None, work: Path) -> tuple[list[tuple[str, Sample
         return list(zip(store.ids, store)), out
     elif (source / "store.zarr").is_dir():
         store = open_store(source)
-        samples = list(zip(store.ids, store))
+        ids = store.ids
+        if limit is not None and limit < len(ids):
+            ids = sorted(np.random.default_rng(seed).choice(ids, limit, replace=False).tolist())
+        samples = [(sid, store.by_id(sid)) for sid in ids]
     else:
         samples = [(p.stem, load_sample(p)) for p in sorted(source.glob("*.npz"))]
     if not samples:
@@ -120,10 +125,11 @@ def main():
     ap.add_argument("source", nargs="?", type=Path, help="staging dir, dataset dir or folder of .npz samples")
     ap.add_argument("--reads", type=int, default=24, help="random structure reads per layout")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None, help="dataset source: use a seeded subset of N structures")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        samples, ds_dir = get_samples(args.source, work)
+        samples, ds_dir = get_samples(args.source, work, args.limit, args.seed)
         n = len(samples)
         for k, (sid, s) in enumerate(samples):
             write_deeph(work / "deeph" / f"{k:06d}", s)
