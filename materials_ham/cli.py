@@ -269,7 +269,8 @@ def verify(dataset, deep):
 @cli.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--name", default="Materials-HAM-SOC", show_default=True)
-@click.option("--copy-to", type=click.Path(path_type=Path), help="Also copy the card here (e.g. ./dataset_card.md).")
+@click.option("--copy-to", type=click.Path(path_type=Path),
+              help="Also copy the card (and its plot, beside it) here, e.g. ./dataset_card.md.")
 def card(dataset, name, copy_to):
     """(Re)generate dataset_card.md and the element-coverage plot of a packed dataset."""
     from .store.card import write_card
@@ -277,10 +278,14 @@ def card(dataset, name, copy_to):
     path = write_card(dataset, name=name)
     if copy_to:
         from .atomic import atomic_write
+        from .store.card import COVERAGE_PLOT
 
         with atomic_write(copy_to, "w") as fh:
             fh.write(path.read_text())
-    console.print(f"wrote {path}" + (f" and {copy_to}" if copy_to else ""))
+        with atomic_write(copy_to.parent / COVERAGE_PLOT) as fh:  # the card links it by relative path
+            fh.write((path.parent / COVERAGE_PLOT).read_bytes())
+    console.print(f"wrote {path}" + (f" and {copy_to} (with {copy_to.parent / 'element_coverage.png'})"
+                                     if copy_to else ""))
 
 
 @cli.command("evaluate")

@@ -65,6 +65,7 @@ def test_card_command_regenerates_and_copies(dataset, tmp_path):
     r = _cli("card", dataset, "--copy-to", tmp_path / "card.md")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "card.md").read_text() == (dataset / "dataset_card.md").read_text()
+    assert (tmp_path / "element_coverage.png").read_bytes() == (dataset / "element_coverage.png").read_bytes()
     assert _cli("verify", dataset).returncode == 0  # the manifest was re-hashed
 
 
