@@ -369,9 +369,10 @@ def _mirror_blocks(half: np.ndarray, half_offsets: np.ndarray, rows: np.ndarray,
         else:  # sources src[a] > ... > src[b-1]: read ascending, reverse, conjugate-transpose each block
             r, c = int(rows[a]), int(cols[a])
             blocks = half[half_offsets[src[b - 1]]:half_offsets[src[a] + 1]].reshape(b - a, r, c)[::-1]
-            target.reshape(b - a, c, r)[...] = blocks.transpose(0, 2, 1)
-            if np.iscomplexobj(target):  # in place on the contiguous copy: ~30x faster than on the strided view
-                np.conjugate(target, out=target)
+            if np.iscomplexobj(target):  # one pass: conjugate while transposing into the contiguous output
+                np.conjugate(blocks.transpose(0, 2, 1), out=target.reshape(b - a, c, r))
+            else:
+                target.reshape(b - a, c, r)[...] = blocks.transpose(0, 2, 1)
     return out
 
 def load_sample(path: str | os.PathLike) -> Sample:
