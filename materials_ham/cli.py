@@ -334,6 +334,48 @@ def evaluate_cmd(predictions, dataset, split, json_out, report_dir, cache_dir, n
     console.print(f"wrote {json_out}")
 
 
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--repo", "repo_id", required=True, help="Hub dataset repo, ORG/NAME (created if absent).")
+@click.option("--revision", default="main", show_default=True, help="Branch to commit to (created if absent).")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--tag", default=None, help="Also tag the published commit (e.g. v1.0, the pinned release).")
+@click.option("--token-env", default=None,
+              help="Read the token from this environment variable (default: HF_TOKEN or `hf auth login`).")
+def publish(dataset, repo_id, revision, private, tag, token_env):
+    """Upload a packed DATASET (verified first) to the Hugging Face Hub; re-running resumes."""
+    import os
+
+    from .hub import publish as run_publish
+
+    token = None
+    if token_env:
+        token = os.environ.get(token_env)
+        if not token:
+            raise MaterialsHamError(f"environment variable {token_env} is not set or empty (--token-env)")
+    result = run_publish(dataset, repo_id, revision=revision, private=private, token=token, tag=tag,
+                         log=console.print)
+    console.print(f"published {result.n_files} files ({result.n_bytes / 2**20:.1f} MiB) to {result.url} "
+                  f"at commit {result.commit}" + (f", tagged {result.tag}" if result.tag else ""))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--split", default=None, help="Only this split (default: all).")
+@click.option("--revision", default=None, help="Branch, tag or commit (default: main; the official name: pinned).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Cache folder (default: $MATERIALS_HAM_CACHE or ~/.cache/materials-ham).")
+def download(name, split, revision, cache_dir):
+    """Download a Hub dataset (NAME: materials-ham-soc or ORG/NAME) into the cache; prints its folder."""
+    from .hub import download as run_download
+
+    view = run_download(name, split=split, revision=revision, cache_dir=cache_dir, progress=sys.stderr.isatty())
+    console.print(f"{view.repo_id or name}"
+                  + (f"@{view.commit} ({len(view.downloaded)} file(s) fetched)" if view.commit else "")
+                  + (f", split {split}" if split else ""))
+    click.echo(str(view.path))
+
+
 def _write_json(path: Path, data) -> None:
     from .atomic import atomic_write
 

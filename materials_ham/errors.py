@@ -39,3 +39,10 @@ class ValidationFailed(MaterialsHamError):
     """A sample failed one or more physical validation checks."""
 
     exit_code = 5
+
+
+class HubError(MaterialsHamError):
+    """A Hugging Face Hub operation failed: repo or revision not found, no access, network down,
+    or data not in the cache while offline."""
+
+    exit_code = 6

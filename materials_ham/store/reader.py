@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -26,9 +26,13 @@ from . import layout as L
 _HINT = "run `materials-ham verify` on the dataset"
 
 
-def open_store(path: str | os.PathLike) -> "DatasetStore":
-    """Open the dataset directory ``path`` (holding store.zarr, index.parquet, manifest.json)."""
-    return DatasetStore(path)
+def open_store(path: str | os.PathLike, *, fs=None) -> "DatasetStore":
+    """Open the dataset directory ``path`` (holding store.zarr, index.parquet, manifest.json).
+
+    ``fs``: an fsspec filesystem holding ``path`` (e.g. ``HfFileSystem``, to read a Hub repo in place);
+    default: the local disk.  Reads and checks are the same on both.
+    """
+    return DatasetStore(path, fs=fs)
 
 
 class DatasetStore:
@@ -38,13 +42,14 @@ class DatasetStore:
     ``store.attrs`` the group attributes (conventions, basis tables, engines, dataset metadata).
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.root = Path(path)
-        if not self.root.is_dir():
+    def __init__(self, path: str | os.PathLike, *, fs=None):
+        self.fs = fs
+        self.root = Path(path) if fs is None else PurePosixPath(path)
+        if not _is_dir(self.root, fs):
             raise FormatError("no such dataset directory", subject=str(self.root))
         self.store_dir = self.root / L.STORE_DIR
-        self.index = read_index(self.root / L.INDEX_FILE)
-        self._group = open_group(self.store_dir)
+        self.index = read_index(self.root / L.INDEX_FILE, fs)
+        self._group = open_group(self.store_dir, fs)
         self.attrs: dict = dict(self._group.attrs)
         version = self.attrs.get("store_format_version")
         if version != L.STORE_FORMAT_VERSION:
@@ -123,7 +128,7 @@ class DatasetStore:
     def array(self, name: str):
         """The Zarr array ``name`` of store.zarr (opened once, checked against the layout)."""
         if name not in self._arrays:
-            self._arrays[name] = open_array(self._group, self.store_dir, name)
+            self._arrays[name] = open_array(self._group, self.store_dir, name, fs=self.fs)
         return self._arrays[name]
 
     def read_rows(self, name: str, a: int, b: int) -> np.ndarray:
@@ -132,18 +137,26 @@ class DatasetStore:
         if not 0 <= a <= b <= arr.shape[0]:
             raise FormatError(f"offsets [{a}, {b}) of array {name} lie outside its {arr.shape[0]} rows",
                               subject=str(self.root / L.INDEX_FILE))
-        return read_checked(arr, self.store_dir, name, a, b)
+        return read_checked(arr, self.store_dir, name, a, b, fs=self.fs)
 
 
 # ----------------------------------------------------------------------- checked primitives
-def read_index(path: Path):
+def _is_dir(path, fs) -> bool:
+    return path.is_dir() if fs is None else fs.isdir(str(path))
+
+
+def _is_file(path, fs) -> bool:
+    return path.is_file() if fs is None else fs.isfile(str(path))
+
+
+def read_index(path: Path, fs=None):
     """index.parquet as a DataFrame, with the columns the reader needs."""
     import pandas as pd
 
-    if not path.is_file():
+    if not _is_file(path, fs):
         raise FormatError("index is missing", subject=str(path))
     try:
-        df = pd.read_parquet(path)
+        df = pd.read_parquet(path) if fs is None else pd.read_parquet(str(path), filesystem=fs)
     except Exception as err:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         raise FormatError(f"index is unreadable ({type(err).__name__}: {err})", subject=str(path)) from None
     need = ["id", "fermi_level", "n_electrons", *L.JSON_COLUMNS.values(),
@@ -154,24 +167,31 @@ def read_index(path: Path):
     return df
 
 
-def open_group(store_dir: Path):
+def open_group(store_dir: Path, fs=None):
     import zarr
 
     meta = store_dir / "zarr.json"
-    if not meta.is_file():
+    if not _is_file(meta, fs):
         raise FormatError("zarr group metadata is missing", subject=str(meta))
     try:
-        return zarr.open_group(zarr.storage.LocalStore(store_dir, read_only=True), mode="r", zarr_format=3)
+        if fs is None:
+            store = zarr.storage.LocalStore(store_dir, read_only=True)
+        else:  # zarr needs an async filesystem: wrap a synchronous one (HfFileSystem)
+            from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+            afs = fs if fs.async_impl else AsyncFileSystemWrapper(fs, asynchronous=True)
+            store = zarr.storage.FsspecStore(afs, path=str(store_dir), read_only=True)
+        return zarr.open_group(store, mode="r", zarr_format=3)
     except Exception as err:  # noqa: BLE001 - JSON/metadata errors of several types
         raise FormatError(f"zarr group metadata is unreadable ({type(err).__name__}: {err})",
                           subject=str(meta)) from None
 
 
-def open_array(group, store_dir: Path, name: str):
+def open_array(group, store_dir: Path, name: str, fs=None):
     """Array ``name`` of the group, checked against :data:`layout.ARRAYS` (dtype, trailing shape)."""
     spec = L.OFFSETS_SPEC if name == L.OFFSETS_ARRAY else L.ARRAYS[name]
     meta = store_dir / name / "zarr.json"
-    if not meta.is_file():
+    if not _is_file(meta, fs):
         raise FormatError(f"array {name!r} is missing", subject=str(meta))
     try:
         arr = group[name]
@@ -190,21 +210,21 @@ def shard_files(arr, store_dir: Path, name: str, a: int, b: int) -> list[tuple[P
             for s in range(a // rows, (b - 1) // rows + 1)] if b > a else []
 
 
-def check_shard_file(path: Path) -> None:
+def check_shard_file(path: Path, fs=None) -> None:
     """Zarr reads a missing or empty shard file as fill values (zeros): refuse both."""
     try:
-        empty = os.stat(path).st_size == 0
+        empty = (os.stat(path).st_size if fs is None else fs.size(str(path))) == 0
     except FileNotFoundError:
         raise FormatError(f"shard file is missing; {_HINT}", subject=str(path)) from None
     if empty:
         raise FormatError(f"shard file is empty (truncated); {_HINT}", subject=str(path))
 
 
-def read_checked(arr, store_dir: Path, name: str, a: int, b: int) -> np.ndarray:
+def read_checked(arr, store_dir: Path, name: str, a: int, b: int, fs=None) -> np.ndarray:
     """``arr[a:b]``, or a :class:`FormatError` naming the shard file that is missing or damaged."""
     shards = shard_files(arr, store_dir, name, a, b)
     for path, _, _ in shards:
-        check_shard_file(path)
+        check_shard_file(path, fs)
     try:
         out = arr[a:b]
         if len(out) == b - a:
