@@ -5,6 +5,7 @@ A reader never sees a half-written file, and a failed write leaves nothing behin
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -64,3 +65,16 @@ def atomic_directory(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file holding one object; :class:`FormatError` naming the file otherwise."""
+    from .errors import FormatError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise FormatError(f"unreadable JSON ({type(err).__name__}: {err})", subject=str(path)) from None
+    if not isinstance(data, dict):
+        raise FormatError("expected a JSON object", subject=str(path))
+    return data

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import file_sha256
+from .atomic import file_sha256, read_json_object
 from .errors import FormatError, HubError, MaterialsHamError
 from .store import layout as L
 
@@ -346,7 +346,7 @@ def download(name_or_path: "str | os.PathLike | Location", *, split: str | None 
         view = view_dir(loc.repo_id, commit, cache_dir)
         fetch = _Fetcher(loc, commit, view, token, offline)
         fetch.files([L.MANIFEST_FILE], verify=False)
-        manifest = _read_json(view / L.MANIFEST_FILE)
+        manifest = read_json_object(view / L.MANIFEST_FILE)
         fetch.manifest = manifest.get("files") if isinstance(manifest.get("files"), dict) else None
         if fetch.manifest is None:
             raise FormatError("manifest has no 'files' table", subject=fetch.label(L.MANIFEST_FILE))
@@ -451,16 +451,6 @@ def _link(target: Path, where: Path) -> None:
     os.replace(tmp, where)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise FormatError(f"unreadable JSON ({type(err).__name__}: {err})", subject=str(path)) from None
-    if not isinstance(data, dict):
-        raise FormatError("expected a JSON object", subject=str(path))
-    return data
-
-
 def _read_index(root: Path):
     from .store.reader import read_index
 
@@ -494,7 +484,7 @@ def needed_shards(root: Path, index, rows: np.ndarray, manifest: dict, label=str
         if not m:
             continue
         name = m.group(1)
-        meta = _read_json(root / rel)
+        meta = read_json_object(root / rel)
         try:
             shape = [int(x) for x in meta["shape"]]
             shard_rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
@@ -597,7 +587,7 @@ def cached_view(loc: Location, split: str | None, cache_dir=None, token=None) ->
         commit = loc.revision if _COMMIT.match(loc.revision or "") else HfApi(token=token).resolve_revision(
             loc.repo_id, repo_type=REPO_TYPE, revision=loc.revision, local_files_only=True).resolved
         view = view_dir(loc.repo_id, commit, cache_dir)
-        manifest = _read_json(view / L.MANIFEST_FILE)["files"]
+        manifest = read_json_object(view / L.MANIFEST_FILE)["files"]
         meta = [r for r in manifest if not _SHARD.match(r)]
         if not all(os.path.exists(view / r) for r in meta):
             return None

@@ -15,12 +15,11 @@ catalog row plus ``val_<check>`` for each validation value, ``seconds_total`` an
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from pathlib import Path
 
-from ..atomic import file_sha256
+from ..atomic import file_sha256, read_json_object
 from ..errors import FormatError
 from ..generate import Staging
 from ..sample import load_sample
@@ -55,7 +54,7 @@ def pack(staging_dir: str | os.PathLike, out_dir: str | os.PathLike, *, shard_mi
     if not passed:
         raise FormatError("nothing to pack: no done record has passed validation", subject=str(staging))
     run_path = layout.run
-    generation = _read_json(run_path) if run_path.is_file() else None
+    generation = read_json_object(run_path) if run_path.is_file() else None
 
     def items():
         for sid in passed:
@@ -91,19 +90,9 @@ def _read_records(folder: Path) -> dict[str, dict]:
         return {}
     out = {}
     for path in sorted(folder.glob("*.json")):
-        rec = _read_json(path)
+        rec = read_json_object(path)
         out[str(rec.get("id", path.stem))] = rec
     return out
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise FormatError(f"unreadable JSON ({type(err).__name__}: {err})", subject=str(path)) from None
-    if not isinstance(data, dict):
-        raise FormatError("expected a JSON object", subject=str(path))
-    return data
 
 
 def _number(value):
