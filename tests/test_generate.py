@@ -3,7 +3,6 @@
 Real GPAW runs on tiny cells with a 2x2x2 mesh (about 1-6 s each).
 """
 import json
-import os
 import random
 import signal
 import subprocess
