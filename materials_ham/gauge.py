@@ -104,16 +104,6 @@ def _mu(num: float, den: float) -> float:
     return float(num) / float(den) if den > 0 else 0.0
 
 
-def gauge_mu(diff: np.ndarray, s_spinor: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """mu* (eV) over the entries where ``mask`` is True (all when None).
-
-    ``diff`` (n_h,) complex: D = P - T in the flat spinor layout (eV); ``s_spinor`` (n_h,) real:
-    :func:`spinor_overlap`.
-    """
-    d, s = (diff, s_spinor) if mask is None else (diff[mask], s_spinor[mask])
-    return _mu(np.dot(d.real, s), np.dot(s, s))
-
-
 def gauge_mu_from_edge_sums(num: np.ndarray, den: np.ndarray, edge_mask: np.ndarray | None = None) -> float:
     """mu* (eV) from per-edge partial sums: ``num`` (E,) = sum Re(D) (S x I2), ``den`` (E,) =
     sum (S x I2)^2 over each edge's entries, over the edges where ``edge_mask`` is True."""
@@ -122,14 +112,18 @@ def gauge_mu_from_edge_sums(num: np.ndarray, den: np.ndarray, edge_mask: np.ndar
     return _mu(num.sum(), den.sum())
 
 
+def _shift(layout: SpinorLayout, s_spinor: np.ndarray, diff: np.ndarray, on: np.ndarray) -> float:
+    """mu* (eV) over the edges where ``on`` is True, from the flat spinor D and S x I2."""
+    return gauge_mu_from_edge_sums(layout.spin_sums(diff.real * s_spinor).sum(1),
+                                   layout.spin_sums(s_spinor * s_spinor).sum(1), on)
+
+
 def gauge_shift(sample: Sample, diff: np.ndarray, edges: np.ndarray) -> float:
     """mu* (eV) minimising |D - mu S x I2|^2 over ``edges``; ``diff`` is a flat spinor D (eV)."""
     layout = SpinorLayout.from_sample(sample)
-    s = layout.spinor_overlap(sample.S)
     on = np.zeros(sample.n_edges, bool)
     on[np.asarray(edges, np.int64)] = True
-    d = np.asarray(diff)
-    return gauge_mu_from_edge_sums(layout.spin_sums(d.real * s).sum(1), layout.spin_sums(s * s).sum(1), on)
+    return _shift(layout, layout.spinor_overlap(sample.S), np.asarray(diff), on)
 
 
 def gauge_errors(sample: Sample, predicted: np.ndarray, target: np.ndarray | None = None,
@@ -146,7 +140,7 @@ def gauge_errors(sample: Sample, predicted: np.ndarray, target: np.ndarray | Non
     on = np.zeros(sample.n_edges, bool)
     on[scored_edges(sample, cutoff)] = True
     diff = np.asarray(predicted) - np.asarray(target)
-    mu = gauge_mu_from_edge_sums(layout.spin_sums(diff.real * s).sum(1), layout.spin_sums(s * s).sum(1), on)
+    mu = _shift(layout, s, diff, on)
     sums_re = layout.spin_sums(np.abs(diff.real - mu * s))[on].sum(axis=0)
     sums_im = layout.spin_sums(np.abs(diff.imag))[on].sum(axis=0)
     count = int(layout.sizes[on].sum())

@@ -553,37 +553,10 @@ class PredictionsStore:
                 "(wrong block shapes or a different edge set)", subject=where)
 
     # ------------------------------------------------------------------------------ reads
-    def _files(self, arr, name: str, a: int, b: int) -> list[Path]:
-        rows = (arr.shards or arr.chunks)[0]
-        return [self.path / name / "c" / str(s) for s in range(a // rows, (b - 1) // rows + 1)] if b > a else []
-
     def _read(self, arr, name: str, a: int, b: int) -> np.ndarray:
-        files = self._files(arr, name, a, b)
-        for f in files:
-            try:
-                size = f.stat().st_size
-            except FileNotFoundError:
-                raise FormatError("shard file is missing (the store is incomplete)", subject=str(f)) from None
-            if size == 0:
-                raise FormatError("shard file is empty (truncated)", subject=str(f))
-        try:
-            out = arr[a:b]
-        except Exception as err:  # noqa: BLE001 - codecs raise ValueError/RuntimeError/OSError...
-            culprit = [str(f) for f in files]
-            for f, (lo, hi) in zip(files, self._bounds(arr, a, b)) if len(files) > 1 else ():
-                try:
-                    arr[lo:hi]
-                except Exception:  # noqa: BLE001
-                    culprit = [str(f)]
-                    break
-            reason = "checksum mismatch" if "checksum" in str(err).lower() else f"{type(err).__name__}: {str(err)[:160]}"
-            raise FormatError(f"shard is truncated or corrupt ({reason})", subject=", ".join(culprit)) from None
-        return np.asarray(out)
+        from ..store.reader import read_checked
 
-    @staticmethod
-    def _bounds(arr, a: int, b: int):
-        rows = (arr.shards or arr.chunks)[0]
-        return [(max(a, s * rows), min(b, (s + 1) * rows)) for s in range(a // rows, (b - 1) // rows + 1)]
+        return np.asarray(read_checked(arr, self.path, name, a, b, hint=""))
 
     def read_half(self, sid: str) -> np.ndarray:
         """The stored canonical half of structure ``sid`` (complex128, checked finite)."""

@@ -204,27 +204,30 @@ def open_array(group, store_dir: Path, name: str, fs=None):
 
 
 def shard_files(arr, store_dir: Path, name: str, a: int, b: int) -> list[tuple[Path, int, int]]:
-    """(file, first row, stop row) of each shard holding rows [a, b) of ``arr``."""
-    rows = arr.shards[0]
+    """(file, first row, stop row) of each shard (or chunk, if unsharded) holding rows [a, b) of ``arr``."""
+    rows = (arr.shards or arr.chunks)[0]
     return [(store_dir / L.shard_key(name, s, arr.ndim), max(a, s * rows), min(b, (s + 1) * rows))
             for s in range(a // rows, (b - 1) // rows + 1)] if b > a else []
 
 
-def check_shard_file(path: Path, fs=None) -> None:
+def check_shard_file(path: Path, fs=None, hint: str = _HINT) -> None:
     """Zarr reads a missing or empty shard file as fill values (zeros): refuse both."""
+    tail = f"; {hint}" if hint else ""
     try:
         empty = (os.stat(path).st_size if fs is None else fs.size(str(path))) == 0
     except FileNotFoundError:
-        raise FormatError(f"shard file is missing; {_HINT}", subject=str(path)) from None
+        raise FormatError(f"shard file is missing{tail}", subject=str(path)) from None
     if empty:
-        raise FormatError(f"shard file is empty (truncated); {_HINT}", subject=str(path))
+        raise FormatError(f"shard file is empty (truncated){tail}", subject=str(path))
 
 
-def read_checked(arr, store_dir: Path, name: str, a: int, b: int, fs=None) -> np.ndarray:
-    """``arr[a:b]``, or a :class:`FormatError` naming the shard file that is missing or damaged."""
+def read_checked(arr, store_dir: Path, name: str, a: int, b: int, fs=None, hint: str = _HINT) -> np.ndarray:
+    """``arr[a:b]``, or a :class:`FormatError` naming the shard file that is missing or damaged.
+
+    ``store_dir`` is the Zarr group folder holding array ``name``; ``hint`` ends the message."""
     shards = shard_files(arr, store_dir, name, a, b)
     for path, _, _ in shards:
-        check_shard_file(path, fs)
+        check_shard_file(path, fs, hint)
     try:
         out = arr[a:b]
         if len(out) == b - a:
@@ -240,4 +243,5 @@ def read_checked(arr, store_dir: Path, name: str, a: int, b: int, fs=None) -> np
             culprit = [str(path)]
             break
     reason = "checksum mismatch" if "checksum" in str(err).lower() else f"{type(err).__name__}: {str(err)[:200]}"
-    raise FormatError(f"shard is truncated or corrupt ({reason}); {_HINT}", subject=", ".join(culprit))
+    raise FormatError(f"shard is truncated or corrupt ({reason})" + (f"; {hint}" if hint else ""),
+                      subject=", ".join(culprit))
