@@ -6,6 +6,7 @@ stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -385,6 +386,10 @@ def _write_json(path: Path, data) -> None:
 
 def main(argv=None):
     """Entry point: run the click group, turning expected errors into one-line messages."""
+    # A codec error inside zarr (a damaged shard, reported as one FormatError line) can leave its
+    # async read tasks pending; asyncio would log "Task was destroyed but it is pending!" when they
+    # are collected. That is noise to a command-line user, so asyncio's own log is silenced here.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         cli.main(args=argv, standalone_mode=False)
     except MaterialsHamError as err:
