@@ -377,6 +377,164 @@ def download(name, split, revision, cache_dir):
     click.echo(str(view.path))
 
 
+def _scorer_options(f):
+    opts = [
+        click.option("--dataset", default=None,
+                     help="Packed dataset folder the leaderboard scores against (default: $MATERIALS_HAM_DATASET)."),
+        click.option("--leaderboard", "leaderboard_dir", type=click.Path(path_type=Path), default=Path("leaderboard"),
+                     show_default=True, help="Leaderboard folder (holds submissions/)."),
+        click.option("--predictions-root", type=click.Path(path_type=Path), default=None,
+                     help="Folder holding <model_key>/seed-<s>.<split>.zarr (default: <leaderboard>/predictions)."),
+        click.option("--kgrid", nargs=3, type=int, default=None, help="Band metrics grid [4 4 4]."),
+        click.option("--path-points", type=int, default=None, help="Points on the high-symmetry path [40]."),
+        click.option("--workers", type=int, default=1, show_default=True, help="Threads scoring structures."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                     help="Reference cache (default: $MATERIALS_HAM_CACHE or ~/.cache/materials-ham/evaluate)."),
+        click.option("--no-cache", is_flag=True, help="Do not use the on-disk reference cache."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _scorer_settings(kgrid, path_points, workers, cache_dir, no_cache):
+    import os
+
+    from .submissions import ScorerSettings
+
+    if not no_cache and cache_dir is None:
+        cache_dir = Path(os.environ.get("MATERIALS_HAM_CACHE") or Path.home() / ".cache" / "materials-ham") / "evaluate"
+    return ScorerSettings(kgrid=tuple(kgrid) if kgrid else None, path_points=path_points, workers=workers,
+                          cache_dir=None if no_cache else cache_dir, progress=sys.stderr.isatty())
+
+
+@cli.command()
+@click.argument("predictions", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--metadata", type=click.Path(path_type=Path), required=True,
+              help="The model's metadata (YAML, schema: leaderboard/submission.schema.json).")
+@click.option("--val", "val_predictions", multiple=True, type=click.Path(path_type=Path),
+              help="Validation-split predictions of the same runs, one per seed in the order of 'seeds' (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing entry with the same model_key.")
+@_scorer_options
+def submit(predictions, metadata, val_predictions, overwrite, dataset, leaderboard_dir, predictions_root, kgrid,
+           path_points, workers, cache_dir, no_cache):
+    """Score PREDICTIONS (one test store per seed) and write leaderboard/submissions/<model_key>/."""
+    from .evaluate.evaluator import EVALUATOR_NAME
+    from .submissions import submit as run_submit
+
+    result = run_submit(predictions, metadata, dataset or EVALUATOR_NAME, val_predictions=val_predictions,
+                        leaderboard=leaderboard_dir, predictions_root=predictions_root, overwrite=overwrite,
+                        scorer=_scorer_settings(kgrid, path_points, workers, cache_dir, no_cache), log=console.print)
+    h = result.metrics["aggregate"]["test"]["headline"]["spin_diag_real_mev"]
+    console.print(f"headline: spin-diagonal real gauge MAE {h['mean']:.4f}"
+                  + (f" ± {h['std']:.4f}" if h["std"] is not None else "") + f" meV over {h['n']} seed(s)")
+    console.print(f"wrote {result.submission} (predictions in {result.predictions})")
+
+
+@cli.group("leaderboard")
+def leaderboard_group():
+    """The leaderboard: trusted re-scoring of every submission and the rendered table."""
+
+
+@leaderboard_group.command("build")
+@_scorer_options
+def leaderboard_build(dataset, leaderboard_dir, predictions_root, kgrid, path_points, workers, cache_dir, no_cache):
+    """Re-score every submission (checksums first) and render README.md and index.html."""
+    from .evaluate.evaluator import EVALUATOR_NAME
+    from .submissions import build as run_build
+
+    result = run_build(leaderboard_dir, dataset or EVALUATOR_NAME, predictions_root=predictions_root,
+                       scorer=_scorer_settings(kgrid, path_points, workers, cache_dir, no_cache), log=console.print)
+    for i, e in enumerate(result.entries, 1):
+        h = e.value("headline", "spin_diag_real_mev")
+        console.print(f"{i}. {e.meta.model_name} ({e.key}): {h['mean']:.4f} meV, verified")
+    console.print("wrote " + ", ".join(str(p) for p in result.written))
+
+
+# ----------------------------------------------------------------------- convert (formats/)
+@cli.group("convert")
+def convert_group():
+    """Import ABACUS / DeePTB / DeepH data as samples, export samples to DeepH (see README, Interoperability)."""
+
+
+def _save_imported(sample, out: Path, no_validate: bool, subject: str) -> None:
+    from .formats.common import engine_band_errors
+    from .validate import validate_sample
+
+    h0 = "present" if sample.info.get("h0_available", True) else "absent (stored as zeros)"
+    console.print(f"{subject}: {sample.crystal.formula}, {sample.n_atoms} atoms, nao {sample.nao}, {sample.n_edges} edges, "
+                  f"E_F {sample.fermi_level:.4f} eV, H0 {h0}; {sample.engine.get('spin', '')}")
+    for rec in engine_band_errors(sample):
+        console.print(f"  engine bands ({rec['source']}, {rec['n_kpoints']} k, lowest {rec['n_bands']}): "
+                      f"max |diff| {rec['max_mev']:.4f} meV, mean {rec['mean_mev']:.4f} meV")
+    if not no_validate:
+        report = validate_sample(sample, subject=subject)
+        console.print(render_report(report))
+        if not report.passed:
+            raise ValidationFailed("imported sample failed " + ", ".join(r.name for r in report.failures())
+                                   + "; nothing written (--no-validate writes it anyway)", subject=subject)
+    sample.save(out)
+    console.print(f"wrote {out}")
+
+
+@convert_group.command("abacus")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Sample file to write (.npz).")
+@click.option("--h0", "h0_dir", type=click.Path(path_type=Path), default=None,
+              help="Second ABACUS run (same structure/basis) whose H is H0, e.g. the get_hs run.")
+@click.option("--no-log", is_flag=True, help="Ignore running_*.log (basis from the .orb files; Fermi level unknown).")
+@click.option("--no-validate", is_flag=True, help="Write the sample without running the physical checks.")
+def convert_abacus(run_dir, out, h0_dir, no_log, no_validate):
+    """Import a finished ABACUS LCAO run (out_mat_hs2 1; old or new CSR, nspin 1 or 4)."""
+    from .formats import import_abacus
+
+    _save_imported(import_abacus(run_dir, h0_dir=h0_dir, no_log=no_log), out, no_validate, str(run_dir))
+
+
+@convert_group.command("deeptb")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Sample file to write (.npz).")
+@click.option("--frame", default="0", show_default=True, help="Frame (h5 group) to import.")
+@click.option("--no-validate", is_flag=True, help="Write the sample without running the physical checks.")
+def convert_deeptb(folder, out, frame, no_validate):
+    """Import DeePTB/dftio h5 files (hamiltonians*.h5, overlaps.h5) lying in their ABACUS run folder."""
+    from .formats import import_deeptb
+
+    _save_imported(import_deeptb(folder, frame=frame), out, no_validate, str(folder))
+
+
+@convert_group.command("deeph-import")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Sample file to write (.npz).")
+@click.option("--layout", type=click.Choice(["auto", "new", "legacy"]), default="auto", show_default=True)
+@click.option("--no-validate", is_flag=True, help="Write the sample without running the physical checks.")
+def convert_deeph_import(folder, out, layout, no_validate):
+    """Import one DeepH structure folder (DeepH-dock "new" or legacy layout)."""
+    from .formats import import_deeph
+
+    _save_imported(import_deeph(folder, None if layout == "auto" else layout), out, no_validate, str(folder))
+
+
+@convert_group.command("deeph-export")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (replaced atomically).")
+@click.option("--layout", type=click.Choice(["new", "legacy"]), default="new", show_default=True)
+@click.option("--split", default="test", show_default=True, help="Dataset split to export (SOURCE a dataset).")
+def convert_deeph_export(source, out, layout, split):
+    """Export a sample (.npz) or a dataset split (packed dataset folder) to DeepH folders."""
+    from .formats import export_deeph, export_deeph_dataset
+    from .sample import load_sample
+
+    if source.is_file():
+        export_deeph(load_sample(source), out, layout)
+        console.print(f"wrote {out} (DeepH {layout} layout)")
+    else:
+        if not source.is_dir():
+            raise FormatError("no such sample file or dataset folder", subject=str(source))
+        done = export_deeph_dataset(source, out, split=split, layout=layout, progress=sys.stderr.isatty())
+        console.print(f"wrote {len(done)} structure folder(s) of split {split} to {out} (DeepH {layout} layout)")
+
+
 def _write_json(path: Path, data) -> None:
     from .atomic import atomic_write
 

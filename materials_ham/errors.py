@@ -46,3 +46,10 @@ class HubError(MaterialsHamError):
     or data not in the cache while offline."""
 
     exit_code = 6
+
+
+class SubmissionError(MaterialsHamError):
+    """A leaderboard submission is refused: invalid or hostile metadata, files outside the
+    submission, a checksum mismatch, or stored metrics that trusted re-scoring does not reproduce."""
+
+    exit_code = 7

@@ -126,7 +126,10 @@ class Sample:
         self.H0 = np.asarray(self.H0, np.complex128).reshape(-1)
         self.S = np.asarray(self.S, np.float64).reshape(-1)
         self.ref_kpts = np.asarray(self.ref_kpts, np.float64).reshape(-1, 3)
-        self.ref_eigenvalues = np.asarray(self.ref_eigenvalues, np.float64).reshape(len(self.ref_kpts), -1)
+        eigs = np.asarray(self.ref_eigenvalues, np.float64)
+        # (0, 2 nao) is kept as is: a source without the engine's own band energies (importers)
+        self.ref_eigenvalues = eigs if eigs.ndim == 2 and len(eigs) == len(self.ref_kpts) == 0 else \
+            eigs.reshape(len(self.ref_kpts), -1)
         self.basis = {int(z): b for z, b in self.basis.items()}
         self.fermi_level = float(self.fermi_level)
         self.n_electrons = float(self.n_electrons)

@@ -49,7 +49,7 @@ def register(cls):
 def get_engine(name: str = "gpaw", **settings) -> Engine:
     """Instantiate a registered engine by name with the given settings."""
     from ..errors import EngineError
-    from . import gpaw  # noqa: F401  (registers itself)
+    from . import abacus, gpaw  # noqa: F401  (register themselves)
 
     try:
         return _REGISTRY[name](**settings)

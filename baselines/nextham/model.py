@@ -1,0 +1,349 @@
+"""The NextHAM network: an E(3)-equivariant graph-attention Transformer on H0 (e3nn).
+
+Composed of named blocks (MACE-style):
+
+* :class:`GaussianBasis` - radial embedding of edge lengths on [0, r_max] A, smooth cutoff.
+* :class:`Embedding` - the encoded H0 blocks (:mod:`.encoding`) -> hidden node/edge irreps.
+  Element identity enters through H0 only (no element embedding), as in the paper.
+* :class:`TransformerBlock` - Equiformer-style attention: messages are tensor products of
+  (source, target, edge) features with the edge's spherical harmonics, weighted by a radial MLP;
+  attention logits see the message invariants *and* the distance embedding; edge features are
+  updated in every block; equivariant norm, gated non-linearity, then :class:`TraceGrad`.
+* :class:`OutputHead` - hidden irreps -> the encoded correction dH of every shell pair, decoded
+  to spinor blocks (all four spin blocks, real and imaginary parts), times the envelope
+  exp(-gamma r) on off-site blocks, then made Hermitian: dH_e <- (dH_e + dH_rev(e)^dagger) / 2.
+* :class:`NextHAM` - one or several sub-models, each responsible for an edge-length range.
+
+Units: lengths in Angstrom, energies in eV (features are scaled by ``input_scale`` /
+``target_scale`` from the config).  All features live in e3nn's frame (:mod:`.encoding`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from e3nn import o3
+from torch import nn
+
+from .encoding import SlotTable, pair_map
+from .graph import Graph
+from .tracegrad import TraceGrad
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclass
+class ModelConfig:
+    """Sizes of the network.  ``mul``: multiplicity of each irrep l in the hidden features (both
+    parities, limited to the irreps the output needs, plus 0e); ``ranges``: one sub-model per
+    [lo, hi) edge-length range in A (on-site blocks belong to the range containing 0); scored
+    edges beyond the last range keep H0."""
+
+    mul: dict = field(default_factory=lambda: {0: 16, 1: 8, 2: 4, 3: 2, 4: 2, 5: 2})
+    n_blocks: int = 2
+    heads: int = 4
+    lmax_sh: int = 2
+    n_rbf: int = 32
+    r_max: float = 10.0
+    cutoff: float = 6.0
+    radial_hidden: int = 32
+    tracegrad: bool = True
+    tracegrad_alpha: float = 0.2
+    envelope_gamma: float = 0.2
+    ranges: list = field(default_factory=lambda: [[0.0, 6.0]])
+    input_scale: float = 1.0
+    target_scale: float = 1.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mul"] = {str(k): v for k, v in self.mul.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        if "mul" in d:
+            d["mul"] = {int(k): int(v) for k, v in d["mul"].items()}
+        return cls(**d)
+
+
+def hidden_irreps(cfg: ModelConfig, table: SlotTable) -> o3.Irreps:
+    """Hidden irreps, 0e first (the blocks read the invariants from the first ``mul[0]`` columns)."""
+    needed = {(ir.l, ir.p) for _, ir in table.grouped_irreps()} | {(0, 1)}
+    order = sorted(needed, key=lambda lp: (lp[0], -lp[1]))
+    return o3.Irreps([(cfg.mul.get(l, 0), (l, p)) for l, p in order if cfg.mul.get(l, 0) > 0])
+
+
+# --------------------------------------------------------------------------------- blocks
+class GaussianBasis(nn.Module):
+    """``forward(r) -> (E, n)``: Gaussians on [0, r_max] A times a cosine cutoff at ``cutoff``."""
+
+    def __init__(self, n: int, r_max: float, cutoff: float):
+        super().__init__()
+        self.register_buffer("centers", torch.linspace(0.0, r_max, n))
+        self.width = r_max / (n - 1)
+        self.cutoff = cutoff
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        g = torch.exp(-0.5 * ((r[:, None] - self.centers) / self.width) ** 2)
+        env = 0.5 * (torch.cos(math.pi * torch.clamp(r / self.cutoff, max=1.0)) + 1.0)
+        return g * env[:, None]
+
+
+class EquivariantNorm(nn.Module):
+    """Per irrep type: scalars are centred and scaled (layer norm over channels); l > 0 irreps are
+    divided by their RMS norm over channels; learnable per-channel scale."""
+
+    def __init__(self, irreps: o3.Irreps, eps: float = 1e-6):
+        super().__init__()
+        self.irreps = irreps
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(irreps.num_irreps))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, k = [], 0
+        for (mul, ir), sl in zip(self.irreps, self.irreps.slices()):
+            y = x[:, sl].reshape(-1, mul, ir.dim)
+            if ir.l == 0 and ir.p == 1:
+                y = y - y.mean(dim=1, keepdim=True)
+            rms = (y.pow(2).sum(-1).mean(-1, keepdim=True) + self.eps).sqrt()
+            y = y / rms[..., None] * self.weight[k:k + mul][None, :, None]
+            out.append(y.reshape(-1, mul * ir.dim))
+            k += mul
+        return torch.cat(out, dim=-1)
+
+
+class ScalarGate(nn.Module):
+    """SiLU on the 0e channels; every other channel multiplied by a sigmoid gate computed from
+    the 0e channels (one gate per channel, shared over its 2l+1 components)."""
+
+    def __init__(self, irreps: o3.Irreps):
+        super().__init__()
+        self.irreps = irreps
+        self.n0 = irreps.count("0e")
+        self.n_gated = irreps.num_irreps - self.n0
+        self.gate = nn.Linear(self.n0, self.n_gated)
+        idx = []
+        g = 0
+        for mul, ir in irreps:
+            for _ in range(mul):
+                if ir.l == 0 and ir.p == 1:
+                    idx += [-1] * ir.dim
+                else:
+                    idx += [g] * ir.dim
+                    g += 1
+        idx = torch.tensor(idx)
+        self.register_buffer("gated_cols", torch.nonzero(idx >= 0).flatten())
+        self.register_buffer("gate_of_col", idx[idx >= 0])
+        self.register_buffer("scalar_cols", torch.nonzero(idx < 0).flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x[:, self.scalar_cols]
+        g = torch.sigmoid(self.gate(s))
+        out = torch.empty_like(x)
+        out[:, self.scalar_cols] = nn.functional.silu(s)
+        out[:, self.gated_cols] = x[:, self.gated_cols] * g[:, self.gate_of_col]
+        return out
+
+
+def _uvu_tp(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, irreps_target: o3.Irreps) -> o3.TensorProduct:
+    """Depthwise tensor product x (irreps_in) with Y (irreps_sh), per-edge weights, outputs only
+    into irreps present in ``irreps_target``."""
+    targets = {ir for _, ir in irreps_target}
+    out, instr = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_sh) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_sh:
+                if ir_out in targets:
+                    instr.append((i, j, len(out), "uvu", True))
+                    out.append((mul, ir_out))
+    return o3.TensorProduct(irreps_in, irreps_sh, o3.Irreps(out), instr, shared_weights=False, internal_weights=False)
+
+
+def scatter_softmax(logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Softmax of ``logits`` (E, H) over the edges sharing the same ``index`` (E,)."""
+    idx = index[:, None].expand_as(logits)
+    mx = torch.full((n, logits.shape[1]), -torch.inf, dtype=logits.dtype, device=logits.device)
+    mx = mx.scatter_reduce(0, idx, logits, reduce="amax", include_self=True)
+    ex = torch.exp(logits - mx[index])
+    den = torch.zeros((n, logits.shape[1]), dtype=logits.dtype, device=logits.device).index_add_(0, index, ex)
+    return ex / den[index]
+
+
+class Embedding(nn.Module):
+    """Encoded H0 (grouped irreps of the slot table) -> hidden node and edge features."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_h: o3.Irreps, n_rbf: int):
+        super().__init__()
+        self.node = o3.Linear(irreps_in, irreps_h)
+        self.edge = o3.Linear(irreps_in, irreps_h)
+        self.n0 = irreps_h.count("0e")
+        self.radial = nn.Linear(n_rbf, self.n0)
+
+    def forward(self, x_node, x_edge, rbf):
+        f = self.edge(x_edge)
+        f = torch.cat([f[:, :self.n0] + self.radial(rbf), f[:, self.n0:]], dim=-1)
+        return self.node(x_node), f
+
+
+class TransformerBlock(nn.Module):
+    """One attention block; see the module docstring.  ``forward(h, f, sh, rbf, src, dst) ->
+    (h, f, z_node, z_edge)`` with h (N, H), f (E, H), sh (E, SH), rbf (E, n_rbf)."""
+
+    def __init__(self, irreps_h: o3.Irreps, irreps_sh: o3.Irreps, cfg: ModelConfig, n_traces: int):
+        super().__init__()
+        self.lin_src = o3.Linear(irreps_h, irreps_h)
+        self.lin_dst = o3.Linear(irreps_h, irreps_h)
+        self.lin_edge = o3.Linear(irreps_h, irreps_h)
+        self.tp = _uvu_tp(irreps_h, irreps_sh, irreps_h)
+        self.radial = nn.Sequential(nn.Linear(cfg.n_rbf, cfg.radial_hidden), nn.SiLU(),
+                                    nn.Linear(cfg.radial_hidden, self.tp.weight_numel))
+        self.lin_msg = o3.Linear(self.tp.irreps_out, irreps_h)
+        self.n0 = irreps_h.count("0e")
+        self.heads = cfg.heads
+        self.attn = nn.Sequential(nn.Linear(self.n0 + cfg.n_rbf, 32), nn.SiLU(), nn.Linear(32, cfg.heads))
+        self.lin_value = o3.Linear(irreps_h, irreps_h)
+        self.lin_node = o3.Linear(irreps_h, irreps_h)
+        self.lin_edge_out = o3.Linear(irreps_h, irreps_h)
+        self.norm_h, self.norm_f = EquivariantNorm(irreps_h), EquivariantNorm(irreps_h)
+        self.act_h, self.act_f = ScalarGate(irreps_h), ScalarGate(irreps_h)
+        head = []
+        for mul, ir in irreps_h:
+            for u in range(mul):
+                head += [u % cfg.heads] * ir.dim
+        self.register_buffer("head_of_col", torch.tensor(head))
+        self.tg_node = TraceGrad(irreps_h, n_traces, alpha=cfg.tracegrad_alpha) if cfg.tracegrad else None
+        self.tg_edge = TraceGrad(irreps_h, n_traces, alpha=cfg.tracegrad_alpha) if cfg.tracegrad else None
+
+    def forward(self, h, f, sh, rbf, src, dst):
+        x = self.lin_src(h)[src] + self.lin_dst(h)[dst] + self.lin_edge(f)
+        m = self.lin_msg(self.tp(x, sh, self.radial(rbf)))
+        alpha = scatter_softmax(self.attn(torch.cat([m[:, :self.n0], rbf], dim=-1)), src, len(h))
+        v = self.lin_value(m) * alpha[:, self.head_of_col]
+        agg = torch.zeros_like(h).index_add_(0, src, v)
+        h = self.act_h(self.norm_h(h + self.lin_node(agg)))
+        f = self.act_f(self.norm_f(f + self.lin_edge_out(m)))
+        z_node = z_edge = None
+        if self.tg_node is not None:
+            h, z_node = self.tg_node(h)
+            f, z_edge = self.tg_edge(f)
+        return h, f, z_node, z_edge
+
+
+class OutputHead(nn.Module):
+    """Hidden features -> encoded correction (grouped slot irreps) of nodes and edges."""
+
+    def __init__(self, irreps_h: o3.Irreps, irreps_out: o3.Irreps):
+        super().__init__()
+        self.node = o3.Linear(irreps_h, irreps_out)
+        self.edge = o3.Linear(irreps_h, irreps_out)
+
+    def forward(self, h, f):
+        return self.node(h), self.edge(f)
+
+
+class SubModel(nn.Module):
+    """Embedding -> n_blocks x TransformerBlock -> OutputHead (one edge-length range)."""
+
+    def __init__(self, cfg: ModelConfig, table: SlotTable):
+        super().__init__()
+        self.irreps_in = table.grouped_irreps()
+        self.irreps_h = hidden_irreps(cfg, table)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(cfg.lmax_sh)
+        self.rbf = GaussianBasis(cfg.n_rbf, cfg.r_max, cfg.cutoff)
+        self.embed = Embedding(self.irreps_in, self.irreps_h, cfg.n_rbf)
+        self.blocks = nn.ModuleList(TransformerBlock(self.irreps_h, self.irreps_sh, cfg, table.n_slots)
+                                    for _ in range(cfg.n_blocks))
+        self.head = OutputHead(self.irreps_h, self.irreps_in)
+
+    def forward(self, g: Graph):
+        sh = o3.spherical_harmonics(self.irreps_sh, g.vec, normalize=True, normalization="component")
+        rbf = self.rbf(g.length)
+        h, f = self.embed(g.x_node, g.x_edge, rbf)
+        z_nodes, z_edges = [], []
+        for block in self.blocks:
+            h, f, zn, ze = block(h, f, sh, rbf, g.src, g.dst)
+            if zn is not None:
+                z_nodes.append(zn)
+                z_edges.append(ze)
+        node_out, edge_out = self.head(h, f)
+        return node_out, edge_out, z_nodes, z_edges
+
+
+@dataclass
+class Output:
+    """``dh`` complex (F,) the Hermitian correction on the scored flat array (eV);
+    ``z_node``/``z_edge``: TraceGrad invariants per block (lists of (N|E, n_slots))."""
+
+    dh: torch.Tensor
+    z_node: list
+    z_edge: list
+
+
+class NextHAM(nn.Module):
+    """The reference model: ``forward(graph) -> Output``; :meth:`predict_flat` gives H = H0 + dH on
+    the sample's full flat array (numpy complex128, eV)."""
+
+    def __init__(self, cfg: ModelConfig, table: SlotTable):
+        super().__init__()
+        self.cfg = cfg
+        self.table = table
+        self.subs = nn.ModuleList(SubModel(cfg, table) for _ in cfg.ranges)
+        self.register_buffer("ranges", torch.tensor(cfg.ranges, dtype=torch.float64))
+        maps = {}
+        for (l1, _, l2, _) in table.slots:
+            maps.setdefault((l1, l2), torch.from_numpy(pair_map(l1, l2)))
+        self._maps = {k: v for k, v in maps.items()}   # constants (float64); cast on use
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, g: Graph) -> Output:
+        dtype = g.x_edge.dtype
+        dh = torch.zeros(len(g.h0), dtype=torch.complex128 if dtype == torch.float64 else torch.complex64,
+                         device=g.x_edge.device)
+        z_node, z_edge = [], []
+        env = torch.exp(-self.cfg.envelope_gamma * g.length)[:, None]
+        for k, sub in enumerate(self.subs):
+            lo, hi = float(self.ranges[k, 0]), float(self.ranges[k, 1])
+            node_out, edge_out, zn, ze = sub(g)
+            z_node += zn
+            z_edge += ze
+            keep = ((g.length >= lo) & (g.length < hi)).to(dtype)[:, None]
+            self._scatter(dh, g.edge_plans, edge_out * env * keep)
+            if lo <= 0.0 < hi:
+                self._scatter(dh, g.node_plans, node_out)
+        dh = dh * self.cfg.target_scale
+        dh = 0.5 * (dh + dh[g.herm].conj())
+        return Output(dh, z_node, z_edge)
+
+    def _scatter(self, out: torch.Tensor, plans, feats: torch.Tensor) -> None:
+        for p in plans:
+            W = self._maps[(p.l1, p.l2)].to(feats.dtype).to(feats.device)
+            y = feats[p.owner[:, None], p.columns] @ W
+            half = y.shape[1] // 2
+            out.index_put_((p.flat,), torch.complex(y[:, :half], y[:, half:]).to(out.dtype), accumulate=True)
+
+    @torch.no_grad()
+    def predict_flat(self, g: Graph, h0_full: np.ndarray) -> np.ndarray:
+        """H = H0 + dH on every stored edge of the sample (complex128 numpy, eV)."""
+        out = np.array(h0_full, dtype=np.complex128, copy=True)
+        dh = self(g).dh.detach().cpu().numpy().astype(np.complex128)
+        out[g.scored_take] += dh
+        return out
+
+
+def build_model(cfg: ModelConfig, table: SlotTable, dtype: torch.dtype = torch.float32) -> NextHAM:
+    """A :class:`NextHAM` whose parameters *and* e3nn constants (Clebsch-Gordan tables, computed
+    at construction in the default dtype) are in ``dtype``: casting a float32-built model to
+    float64 would keep float32-rounded coefficients (equivariance only to ~1e-8)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return NextHAM(cfg, table).to(dtype)
+    finally:
+        torch.set_default_dtype(old)

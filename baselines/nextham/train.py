@@ -1,0 +1,257 @@
+"""Training and prediction of the NextHAM reference model, through the public API only.
+
+``train`` builds every structure's :class:`~.graph.Graph` once (a progress bar), then runs Adam
+with a cosine schedule and linear warm-up, one structure per step, validates every
+``validate_every`` epochs with the project's scorer (:class:`materials_ham.Evaluator`, headline
+gauge MAE of the spin-diagonal real part), keeps ``last/`` and ``best/`` checkpoints (best on
+that validation score), and resumes from ``last/`` when it exists.  ``predict`` writes a
+predictions store with :func:`materials_ham.write_predictions`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from materials_ham import Evaluator, MaterialsHamError, load_dataset, write_predictions
+from materials_ham.conventions import HEADLINE_EDGE_CUTOFF
+
+from .checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
+from .encoding import SlotTable
+from .graph import build_graph
+from .loss import LossWeights, total_loss
+from .model import ModelConfig, NextHAM, build_model
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    lr: float = 5e-4
+    warmup_epochs: int = 2
+    seed: int = 0
+    validate_every: int = 5
+    kspace_grid: int = 4            # shifted grid^3 for the reciprocal-space loss (0: off)
+    dtype: str = "float32"
+    device: str = "auto"
+    max_structures: int = 0         # 0: the whole training split
+    grad_clip: float = 10.0
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "train": asdict(self.train), "loss": self.loss.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        unknown = set(d) - {"model", "train", "loss"}
+        if unknown:
+            raise MaterialsHamError(f"unknown config sections: {', '.join(sorted(unknown))}")
+        try:
+            model = ModelConfig.from_dict(d.get("model", {}))
+            for name, klass in (("train", TrainConfig), ("loss", LossWeights)):
+                bad = set(d.get(name, {})) - set(klass.__dataclass_fields__)
+                if bad:
+                    raise ValueError(f"unknown {name} config keys: {', '.join(sorted(bad))}")
+            return cls(model, TrainConfig(**d.get("train", {})), LossWeights(**d.get("loss", {})))
+        except (TypeError, ValueError) as err:
+            raise MaterialsHamError(f"invalid config: {err}") from None
+
+
+def read_config(path_or_name: str | os.PathLike | None) -> Config:
+    """A config file (YAML or JSON), or the name of a shipped one (``cpu``, ``tiny``, ``paper``)."""
+    import yaml
+
+    if path_or_name is None:
+        path_or_name = "cpu"
+    p = Path(path_or_name)
+    if not p.exists() and (CONFIG_DIR / f"{path_or_name}.yaml").exists():
+        p = CONFIG_DIR / f"{path_or_name}.yaml"
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as err:
+        raise MaterialsHamError(f"cannot read config {path_or_name}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise MaterialsHamError(f"config {p} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise MaterialsHamError(f"config {p} must be a mapping")
+    return Config.from_dict(data)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def slot_table(dataset) -> SlotTable:
+    """The slot table of every element with a basis in the dataset's metadata."""
+    return SlotTable.from_shells({z: b.ls for z, b in dataset.store.basis.items()})
+
+
+def target_scales(samples) -> tuple[float, float]:
+    """(input_scale, target_scale) in eV: RMS of H0 and of H - H0 over scored entries."""
+    s0 = s1 = n = 0.0
+    for s in samples:
+        keep = np.repeat(s.edge_lengths() < HEADLINE_EDGE_CUTOFF, 4 * s.block_sizes)
+        s0 += float(np.sum(np.abs(s.H0[keep]) ** 2))
+        s1 += float(np.sum(np.abs((s.H - s.H0)[keep]) ** 2))
+        n += int(keep.sum())
+    return math.sqrt(s0 / n), math.sqrt(s1 / n)
+
+
+def prepare(samples_with_ids, table, cfg: Config, *, kspace: bool, progress: bool, desc: str):
+    from tqdm import tqdm
+
+    out = []
+    for sid, s in tqdm(samples_with_ids, desc=desc, unit="structure", disable=not progress, leave=False):
+        out.append(build_graph(s, sid, table, cutoff=cfg.model.cutoff, input_scale=cfg.model.input_scale,
+                               target_scale=cfg.model.target_scale, dtype=_dtype(cfg.train.dtype),
+                               kspace_grid=cfg.train.kspace_grid if kspace else 0))
+    return out
+
+
+def _schedule(total_steps: int, warmup_steps: int):
+    def f(step):
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def predict_split(model: NextHAM, dataset, split: str, cfg_dtype: str, device, *, progress: bool = False,
+                  graphs=None):
+    """Yield (id, H) with H = H0 + dH on all stored edges (complex128, eV) for ``split``."""
+    from tqdm import tqdm
+
+    ds = load_dataset(dataset, split=split) if not hasattr(dataset, "store") else dataset
+    ids = ds.ids
+    model.eval()
+    for k in tqdm(range(len(ds)), desc=f"predicting {split}", unit="structure", disable=not progress, leave=False):
+        s = ds[k]
+        g = graphs[k] if graphs is not None else build_graph(
+            s, ids[k], model.table, cutoff=model.cfg.cutoff, input_scale=model.cfg.input_scale,
+            target_scale=model.cfg.target_scale, dtype=_dtype(cfg_dtype))
+        yield ids[k], model.predict_flat(g.to(device), s.H0)
+
+
+def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *, progress: bool = True,
+          log=print, resume: bool = True) -> dict:
+    """Train; returns the final state (epoch, best validation score, history).  See the module docstring."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    tc = config.train
+    device = pick_device(tc.device)
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    ds_train = load_dataset(dataset, split=tc.train_split)
+    if tc.max_structures:
+        ds_train = ds_train.select(np.arange(min(tc.max_structures, len(ds_train))))
+    ds_val = load_dataset(dataset, split=tc.val_split)
+    if not len(ds_train):
+        raise MaterialsHamError(f"the {tc.train_split!r} split of {dataset} is empty")
+    table = slot_table(ds_train)
+
+    last = out / "last"
+    state = {"epoch": 0, "step": 0, "best_val_mev": None, "best_epoch": None, "history": [],
+             "train": asdict(tc), "loss": config.loss.to_dict(), "dataset": str(dataset)}
+    opt_state = None
+    if resume and (last / "checkpoint.json").exists():
+        model, meta = load_checkpoint(last, device, _dtype(tc.dtype))
+        config.model = model.cfg
+        state.update({k: meta[k] for k in ("epoch", "step", "best_val_mev", "best_epoch", "history") if k in meta})
+        opt_state = load_optimizer_state(last)
+        log(f"resuming from {last} at epoch {state['epoch']}")
+    else:
+        samples = [ds_train[k] for k in range(len(ds_train))]
+        config.model.input_scale, config.model.target_scale = target_scales(samples)
+        model = build_model(config.model, table, _dtype(tc.dtype)).to(device)
+    log(f"NextHAM: {model.n_parameters():,} parameters, {len(config.model.ranges)} sub-model(s), "
+        f"device {device}, {len(ds_train)} training / {len(ds_val)} validation structures")
+
+    t0 = time.perf_counter()
+    graphs = prepare(zip(ds_train.ids, (ds_train[k] for k in range(len(ds_train)))), table, config, kspace=tc.kspace_grid > 0,
+                     progress=progress, desc="preparing training graphs")
+    val_graphs = prepare(zip(ds_val.ids, (ds_val[k] for k in range(len(ds_val)))), table, config, kspace=False,
+                         progress=progress, desc="preparing validation graphs")
+    log(f"prepared {len(graphs) + len(val_graphs)} graphs in {time.perf_counter() - t0:.1f} s")
+    graphs = [g.to(device) for g in graphs]
+
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    total = tc.epochs * len(graphs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, tc.warmup_epochs * len(graphs)))
+    if opt_state is not None:
+        opt.load_state_dict(opt_state["optimizer"])
+        if opt_state.get("scheduler"):
+            sched.load_state_dict(opt_state["scheduler"])
+    evaluator = Evaluator(dataset, split=tc.val_split, bands=False) if len(ds_val) else None
+
+    for epoch in range(state["epoch"], tc.epochs):
+        model.train()
+        order = np.random.default_rng([tc.seed, epoch]).permutation(len(graphs))
+        krng = np.random.default_rng([tc.seed, epoch, 1])
+        sums: dict[str, float] = {}
+        t_epoch = time.perf_counter()
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="structure", disable=not progress, leave=False)
+        for k in bar:
+            g = graphs[k]
+            opt.zero_grad(set_to_none=True)
+            loss, parts = total_loss(g, model(g), config.loss, krng if tc.kspace_grid else None)
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            sched.step()
+            state["step"] += 1
+            for name, v in parts.items():
+                sums[name] = sums.get(name, 0.0) + v
+            bar.set_postfix(real_meV=f"{parts['real_mev']:.3f}")
+        seconds = time.perf_counter() - t_epoch
+        row = {"epoch": epoch + 1, "seconds": seconds, "structures_per_s": len(graphs) / seconds,
+               **{f"train_{k}": v / len(graphs) for k, v in sums.items()}}
+        state["epoch"] = epoch + 1
+        if evaluator is not None and ((epoch + 1) % tc.validate_every == 0 or epoch + 1 == tc.epochs):
+            preds = dict(predict_split(model, ds_val, tc.val_split, tc.dtype, device, graphs=val_graphs))
+            val = evaluator.eval(preds)["headline"]["spin_diag_real_mev"]
+            row["val_gauge_mae_mev"] = val
+            if state["best_val_mev"] is None or val < state["best_val_mev"]:
+                state["best_val_mev"], state["best_epoch"] = val, epoch + 1
+                save_checkpoint(out / "best", model, {**state, "history": state["history"] + [row]})
+        state["history"].append(row)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        save_checkpoint(last, model, state, opt, sched)
+    if state["best_val_mev"] is None:          # no validation split: the last epoch is the best
+        save_checkpoint(out / "best", model, state)
+    (out / "history.json").write_text(json.dumps(state["history"], indent=1))
+    return state
+
+
+def predict(checkpoint: str | os.PathLike, dataset, split: str, out: str | os.PathLike, *, device: str = "auto",
+            progress: bool = True, overwrite: bool = False, model_name: str | None = None) -> Path:
+    """Write H = H0 + dH for every structure of ``split`` as a predictions store (returns its path)."""
+    dev = pick_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    dtype = meta.get("train", {}).get("dtype", "float32")
+    name = model_name or f"NextHAM reference model ({Path(checkpoint).resolve().name}, epoch {meta.get('epoch')})"
+    return write_predictions(out, dataset, predict_split(model, dataset, split, dtype, dev, progress=progress),
+                             split=split, model=name, overwrite=overwrite, progress=False)

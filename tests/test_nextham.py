@@ -1,0 +1,274 @@
+"""The NextHAM reference model (baselines/nextham) on real engine output.
+
+Encoding exactness and equivariance, E(3) equivariance / invariances and hermiticity of the
+network (float64), the loss going down on a CPU, and the train -> predict -> score round trip
+through the command line with a resumable, safely-loadable checkpoint.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("e3nn")
+
+from baselines.nextham.encoding import SlotTable, decode, encode, pair_irreps, pair_map, plan_blocks  # noqa: E402
+from baselines.nextham.graph import build_graph  # noqa: E402
+from baselines.nextham.loss import LossWeights, total_loss  # noqa: E402
+from baselines.nextham.model import ModelConfig, NextHAM, build_model  # noqa: E402
+from materials_ham import load_sample  # noqa: E402
+from materials_ham.rotations import random_rotation, rotate_sample, wigner_d  # noqa: E402
+
+SMALL = ModelConfig(mul={0: 6, 1: 3, 2: 2, 3: 1, 4: 1, 5: 1}, n_blocks=2, heads=2, n_rbf=8, radial_hidden=8,
+                    cutoff=5.0, ranges=[[0.0, 3.0], [3.0, 5.0]], input_scale=5.0, target_scale=0.05)
+
+
+def _table(*samples):
+    shells = {}
+    for s in samples:
+        shells.update({z: b.ls for z, b in s.basis.items()})
+    return SlotTable.from_shells(shells)
+
+
+def _graph(sample, table, cfg=SMALL, dtype=torch.float64, kspace_grid=0):
+    return build_graph(sample, "x", table, cutoff=cfg.cutoff, input_scale=cfg.input_scale,
+                       target_scale=cfg.target_scale, dtype=dtype, kspace_grid=kspace_grid)
+
+
+def _model(table, seed=0):
+    torch.manual_seed(seed)
+    m = build_model(SMALL, table, torch.float64)
+    m.eval()
+    return m
+
+
+def _full(g, dh):
+    out = np.zeros(g.n_full, np.complex128)
+    out[g.scored_take] = dh.detach().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------- encoding
+@pytest.mark.parametrize("l1,l2", [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 2), (3, 2)])
+def test_pair_map_is_orthogonal_with_the_announced_irreps(l1, l2):
+    W = pair_map(l1, l2)
+    n = 8 * (2 * l1 + 1) * (2 * l2 + 1)
+    assert W.shape == (n, n)
+    np.testing.assert_allclose(W @ W.T, np.eye(n), atol=1e-13)
+    assert 2 * sum(2 * l + 1 for l, _ in pair_irreps(l1, l2)) == n
+    assert {p for _, p in pair_irreps(l1, l2)} == {(-1) ** (l1 + l2)}
+
+
+def test_encoding_round_trip_is_exact_on_real_blocks(si_sample):
+    s = si_sample
+    table = _table(s)
+    plans = plan_blocks(table, s.crystal.numbers, s.edge_index)
+    for name in ("H", "H0"):
+        x = encode(table, plans, getattr(s, name), s.n_edges)
+        back = decode(table, plans, x, len(s.H))
+        assert np.abs(back - getattr(s, name)).max() < 1e-13 * np.abs(getattr(s, name)).max()
+    # every entry belongs to exactly one shell pair
+    covered = np.concatenate([p.flat.reshape(-1) for p in plans])
+    assert np.array_equal(np.sort(covered), np.arange(len(s.H)))
+
+
+def test_encoded_features_rotate_by_wigner_d_and_su2(si_sample):
+    """Rotating the crystal (blocks by Wigner-D x SU(2)) rotates each encoded irrep by its D."""
+    s = si_sample
+    table = _table(s)
+    plans = plan_blocks(table, s.crystal.numbers, s.edge_index)
+    R = random_rotation(11)
+    x = encode(table, plans, s.H, s.n_edges)
+    xr = encode(table, plans, rotate_sample(s, R).H, s.n_edges)
+    expected, i = np.zeros_like(x), 0
+    for _, ir in table.irreps():
+        d = 2 * ir.l + 1
+        expected[:, i:i + d] = x[:, i:i + d] @ wigner_d(ir.l, R).T
+        i += d
+    assert np.abs(expected - xr).max() < 1e-11 * np.abs(x).max()
+    # the spin vector is really used: SOC makes the spin-vector irreps of Si non-zero
+    assert np.abs(x).max() > 0
+
+
+def test_grouped_layout_is_a_permutation():
+    table = SlotTable.from_shells({14: (0, 0, 1, 1, 2), 1: (0, 0, 1)})
+    cols = table.grouped_columns()
+    assert np.array_equal(np.sort(cols), np.arange(table.dim))
+    assert table.grouped_irreps().dim == table.dim
+    # no universal padding: only shells that some element has
+    assert {s[0] for s in table.slots} == {0, 1, 2} and table.n_slots == 25
+
+
+# ---------------------------------------------------------------------------- the network
+def test_prediction_rotates_with_the_structure(si_sample):
+    s = si_sample
+    table = _table(s)
+    m = _model(table)
+    R = random_rotation(3)
+    out = m(_graph(s, table)).dh
+    g_rot = _graph(rotate_sample(s, R), table)
+    out_rot = m(g_rot).dh
+    g = _graph(s, table)
+    pred = s.copy()
+    pred.H = _full(g, out)
+    expected = rotate_sample(pred, R).H
+    got = _full(g_rot, out_rot)
+    scale = np.abs(expected).max()
+    assert scale > 1e-4                               # a non-trivial correction
+    assert np.abs(expected - got).max() < 1e-8 * scale
+
+
+def test_prediction_is_invariant_to_inversion_parity(si_sample):
+    """Inversion: positions -> -r, orbitals pick up (-1)^l, spin is axial (unchanged)."""
+    s = si_sample
+    table = _table(s)
+    m = _model(table)
+    inv = s.copy()
+    inv.crystal = type(s.crystal)(s.crystal.numbers, -s.crystal.positions, -s.crystal.cell, s.crystal.pbc)
+    sign = {z: np.concatenate([np.full(2 * l + 1, (-1.0) ** l) for l in b.ls]) for z, b in s.basis.items()}
+    n = s.orbitals_per_atom
+
+    def flip(flat, spinor):
+        out = flat.copy()
+        for e, (i, j) in enumerate(s.edge_index):
+            a, b = s.block_offsets[e], s.block_offsets[e + 1]
+            si, sj = sign[int(s.crystal.numbers[i])], sign[int(s.crystal.numbers[j])]
+            if spinor:
+                si, sj = np.tile(si, 2), np.tile(sj, 2)
+                a, b = 4 * a, 4 * b
+            ni, nj = len(si), len(sj)
+            out[a:b] = (flat[a:b].reshape(ni, nj) * si[:, None] * sj[None, :]).reshape(-1)
+        return out
+    assert len(n)
+    inv.H, inv.H0, inv.S = flip(s.H, True), flip(s.H0, True), flip(s.S, False)
+    g, g_inv = _graph(s, table), _graph(inv, table)
+    got = _full(g_inv, m(g_inv).dh)
+    expected = flip(_full(g, m(g).dh), True)
+    assert np.abs(expected - got).max() < 1e-10 * np.abs(expected).max()
+
+
+def test_prediction_is_invariant_to_translation_and_atom_permutation(gaas_sample):
+    s = gaas_sample
+    table = _table(s)
+    m = _model(table, seed=1)
+    g = _graph(s, table)
+    ref = _full(g, m(g).dh)
+
+    moved = s.copy()
+    moved.crystal = type(s.crystal)(s.crystal.numbers, s.crystal.positions + [0.37, -1.2, 2.9], s.crystal.cell,
+                                    s.crystal.pbc)
+    gm = _graph(moved, table)
+    assert np.abs(_full(gm, m(gm).dh) - ref).max() < 1e-10 * np.abs(ref).max()
+
+    # swap the two atoms: same edge order, atom labels exchanged -> same blocks per edge
+    perm = np.array([1, 0])
+    swapped = s.copy()
+    swapped.crystal = type(s.crystal)(s.crystal.numbers[perm], s.crystal.positions[perm], s.crystal.cell, s.crystal.pbc)
+    swapped.edge_index = np.argsort(perm)[s.edge_index]
+    gs = _graph(swapped, table)
+    assert np.abs(_full(gs, m(gs).dh) - ref).max() < 1e-10 * np.abs(ref).max()
+
+
+def test_prediction_is_hermitian_and_far_edges_keep_h0(gaas_sample):
+    s = gaas_sample
+    table = _table(s)
+    m = _model(table)
+    g = _graph(s, table)
+    H = m.predict_flat(g, s.H0)
+    from materials_ham.evaluate.predictions import EdgeLayout
+
+    err, _ = EdgeLayout.from_sample(s).hermiticity_error(H)
+    assert err < 1e-12
+    beyond = np.repeat(s.edge_lengths() >= SMALL.ranges[-1][1], 4 * s.block_sizes)
+    assert beyond.any() and np.array_equal(H[beyond], s.H0[beyond])
+    assert np.abs(H - s.H0)[~beyond].max() > 0          # and the rest is corrected
+
+
+# ------------------------------------------------------------------------------- training
+def test_loss_goes_down_on_a_real_structure_on_cpu(gaas_sample):
+    """A few Adam steps of a tiny float32 model on GaAs: the total and real-space losses drop."""
+    s = gaas_sample
+    table = _table(s)
+    cfg = ModelConfig(mul={0: 4, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1}, n_blocks=1, heads=2, n_rbf=8, radial_hidden=8,
+                      cutoff=4.0, ranges=[[0.0, 4.0]], input_scale=5.0, target_scale=0.02)
+    g = _graph(s, table, cfg, dtype=torch.float32, kspace_grid=2)
+    torch.manual_seed(0)
+    m = NextHAM(cfg, table)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    history = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss, parts = total_loss(g, m(g), LossWeights(), rng)
+        loss.backward()
+        opt.step()
+        history.append(parts)
+    assert {"real_mev", "p_mev", "q_mev", "pq_mev", "trace", "loss"} <= set(history[0])
+    first = np.mean([h["real_mev"] for h in history[:3]])
+    last = np.mean([h["real_mev"] for h in history[-3:]])
+    assert last < 0.8 * first, (first, last)
+
+
+# ------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def train_dataset(tmp_path_factory, si_fixture_path, gaas_sample, pbte_sample):
+    from materials_ham.store import write_store
+
+    items = []
+    for sid, s, split in (("si", load_sample(si_fixture_path), "train"), ("gaas", gaas_sample, "train"),
+                          ("pbte", pbte_sample, "val"), ("si-test", load_sample(si_fixture_path), "test")):
+        items.append((s, {"id": sid, "formula": s.crystal.formula, "split": split,
+                          "elements": sorted(set(s.crystal.to_ase().get_chemical_symbols()))}))
+    root = tmp_path_factory.mktemp("nextham") / "dataset"
+    write_store(root, items, attrs={"dataset_name": "nextham-test", "dataset_version": "t1"}, shard_mib=2,
+                progress=False)
+    return root
+
+
+def test_train_resume_predict_and_score_through_the_cli(train_dataset, tmp_path):
+    from baselines.nextham.__main__ import main
+    from materials_ham import Evaluator
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(train_dataset), "--config", "tiny", "--out", str(run), "--epochs", "2"]) == 0
+    first = json.loads((run / "last" / "checkpoint.json").read_text())
+    assert first["epoch"] == 2 and len(first["history"]) == 2 and first["best_val_mev"] is not None
+    # resume to 3 epochs: continues from epoch 2, keeps the history
+    assert main(["train", "--dataset", str(train_dataset), "--config", "tiny", "--out", str(run), "--epochs", "3"]) == 0
+    meta = json.loads((run / "last" / "checkpoint.json").read_text())
+    assert meta["epoch"] == 3 and [h["epoch"] for h in meta["history"]] == [1, 2, 3]
+    assert (run / "best" / "model.safetensors").exists() and not list(run.glob("*.pkl"))
+
+    preds = tmp_path / "preds.zarr"
+    assert main(["predict", "--checkpoint", str(run / "best"), "--dataset", str(train_dataset), "--split", "test",
+                 "-o", str(preds)]) == 0
+    metrics = Evaluator(train_dataset, split="test", bands=False).eval(str(preds))
+    h0 = Evaluator(train_dataset, split="test", bands=False).eval(_h0_predictions(train_dataset))
+    assert np.isfinite(metrics["headline"]["spin_diag_real_mev"])
+    assert metrics["headline"]["spin_diag_real_mev"] != h0["headline"]["spin_diag_real_mev"]
+
+
+def _h0_predictions(dataset):
+    from materials_ham import load_dataset
+
+    ds = load_dataset(dataset, split="test")
+    return {sid: ds[k].H0 for k, sid in enumerate(ds.ids)}
+
+
+def test_bad_config_and_checkpoint_get_one_line_errors(train_dataset, tmp_path, capsys):
+    from baselines.nextham.__main__ import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  n_blocks: 2\n  colour: blue\n")
+    assert main(["train", "--dataset", str(train_dataset), "--config", str(bad), "--out", str(tmp_path / "r")]) != 0
+    err = capsys.readouterr().err
+    assert "colour" in err and "Traceback" not in err
+    not_ckpt = tmp_path / "nockpt"
+    not_ckpt.mkdir()
+    (not_ckpt / "checkpoint.json").write_text('{"format": "pickle"}')
+    assert main(["predict", "--checkpoint", str(not_ckpt), "--dataset", str(train_dataset), "-o",
+                 str(tmp_path / "p.zarr")]) != 0
+    err = capsys.readouterr().err
+    assert "not a NextHAM checkpoint" in err and not (tmp_path / "p.zarr").exists()
