@@ -22,7 +22,8 @@ from materials_ham import load_sample  # noqa: E402
 from materials_ham.rotations import random_rotation, rotate_sample, wigner_d  # noqa: E402
 
 SMALL = ModelConfig(mul={0: 6, 1: 3, 2: 2, 3: 1, 4: 1, 5: 1}, n_blocks=2, heads=2, n_rbf=8, radial_hidden=8,
-                    cutoff=5.0, ranges=[[0.0, 3.0], [3.0, 5.0]], input_scale=5.0, target_scale=0.05)
+                    cutoff=5.0, ranges=[[0.0, 3.0], [3.0, 5.0]], input_scale=5.0, target_scale=0.05,
+                    zero_init_output=False)
 
 
 def _table(*samples):
@@ -188,15 +189,16 @@ def test_prediction_is_hermitian_and_far_edges_keep_h0(gaas_sample):
 
 # ------------------------------------------------------------------------------- training
 def test_loss_goes_down_on_a_real_structure_on_cpu(gaas_sample):
-    """A few Adam steps of a tiny float32 model on GaAs: the total and real-space losses drop."""
+    """25 Adam steps of a tiny float32 model on GaAs (real + k-space + trace loss): the losses drop."""
     s = gaas_sample
     table = _table(s)
     cfg = ModelConfig(mul={0: 4, 1: 2, 2: 2, 3: 1, 4: 1, 5: 1}, n_blocks=1, heads=2, n_rbf=8, radial_hidden=8,
-                      cutoff=4.0, ranges=[[0.0, 4.0]], input_scale=5.0, target_scale=0.02)
+                      cutoff=4.0, ranges=[[0.0, 4.0]], input_scale=0.5, target_scale=0.02, node_scale=0.2,
+                      edge_scale=0.01)
     g = _graph(s, table, cfg, dtype=torch.float32, kspace_grid=2)
     torch.manual_seed(0)
     m = NextHAM(cfg, table)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(m.parameters(), lr=5e-3)
     rng = np.random.default_rng(0)
     history = []
     for _ in range(25):
@@ -206,9 +208,12 @@ def test_loss_goes_down_on_a_real_structure_on_cpu(gaas_sample):
         opt.step()
         history.append(parts)
     assert {"real_mev", "p_mev", "q_mev", "pq_mev", "trace", "loss"} <= set(history[0])
-    first = np.mean([h["real_mev"] for h in history[:3]])
-    last = np.mean([h["real_mev"] for h in history[-3:]])
-    assert last < 0.8 * first, (first, last)
+    # the model starts at H0 exactly (zero-initialised head) and moves away from it downhill
+    real = [h["real_mev"] for h in history]
+    total = [h["loss"] for h in history]
+    assert np.mean(real[-3:]) < 0.99 * np.mean(real[:3]), real
+    assert np.mean(total[-3:]) < np.mean(total[:3]), total
+    assert sum(b < a for a, b in zip(real[1:], real[2:])) >= 18, real      # steadily, not by luck
 
 
 # ------------------------------------------------------------------------- command line

@@ -15,7 +15,7 @@ Composed of named blocks (MACE-style):
 * :class:`NextHAM` - one or several sub-models, each responsible for an edge-length range.
 
 Units: lengths in Angstrom, energies in eV (features are scaled by ``input_scale`` /
-``target_scale`` from the config).  All features live in e3nn's frame (:mod:`.encoding`).
+``node_scale``/``edge_scale`` from the config).  All features live in e3nn's frame (:mod:`.encoding`).
 """
 from __future__ import annotations
 
@@ -52,8 +52,11 @@ class ModelConfig:
     tracegrad_alpha: float = 0.2
     envelope_gamma: float = 0.2
     ranges: list = field(default_factory=lambda: [[0.0, 6.0]])
-    input_scale: float = 1.0
-    target_scale: float = 1.0
+    zero_init_output: bool = True     # start exactly at H0 (the paper's "starting point")
+    input_scale: float = 1.0          # eV: H0 features are divided by it
+    target_scale: float = 1.0         # eV: trace labels are in units of target_scale^2
+    node_scale: float = 1.0           # eV: unit of the on-site output
+    edge_scale: float = 1.0           # eV: unit of the off-site output
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -235,12 +238,17 @@ class TransformerBlock(nn.Module):
 
 
 class OutputHead(nn.Module):
-    """Hidden features -> encoded correction (grouped slot irreps) of nodes and edges."""
+    """Hidden features -> encoded correction (grouped slot irreps) of nodes and edges.
+    ``zero_init``: weights start at zero, so an untrained model predicts H = H0 exactly."""
 
-    def __init__(self, irreps_h: o3.Irreps, irreps_out: o3.Irreps):
+    def __init__(self, irreps_h: o3.Irreps, irreps_out: o3.Irreps, zero_init: bool = False):
         super().__init__()
         self.node = o3.Linear(irreps_h, irreps_out)
         self.edge = o3.Linear(irreps_h, irreps_out)
+        if zero_init:
+            with torch.no_grad():
+                self.node.weight.zero_()
+                self.edge.weight.zero_()
 
     def forward(self, h, f):
         return self.node(h), self.edge(f)
@@ -258,7 +266,7 @@ class SubModel(nn.Module):
         self.embed = Embedding(self.irreps_in, self.irreps_h, cfg.n_rbf)
         self.blocks = nn.ModuleList(TransformerBlock(self.irreps_h, self.irreps_sh, cfg, table.n_slots)
                                     for _ in range(cfg.n_blocks))
-        self.head = OutputHead(self.irreps_h, self.irreps_in)
+        self.head = OutputHead(self.irreps_h, self.irreps_in, zero_init=cfg.zero_init_output)
 
     def forward(self, g: Graph):
         sh = o3.spherical_harmonics(self.irreps_sh, g.vec, normalize=True, normalization="component")
@@ -314,10 +322,9 @@ class NextHAM(nn.Module):
             z_node += zn
             z_edge += ze
             keep = ((g.length >= lo) & (g.length < hi)).to(dtype)[:, None]
-            self._scatter(dh, g.edge_plans, edge_out * env * keep)
+            self._scatter(dh, g.edge_plans, edge_out * (env * keep * self.cfg.edge_scale))
             if lo <= 0.0 < hi:
-                self._scatter(dh, g.node_plans, node_out)
-        dh = dh * self.cfg.target_scale
+                self._scatter(dh, g.node_plans, node_out * self.cfg.node_scale)
         dh = 0.5 * (dh + dh[g.herm].conj())
         return Output(dh, z_node, z_edge)
 

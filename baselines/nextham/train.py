@@ -45,6 +45,8 @@ class TrainConfig:
     grad_clip: float = 10.0
     train_split: str = "train"
     val_split: str = "val"
+    val_bands: bool = True          # also log validation band errors and ghost states
+    val_cache_dir: str = ""         # the scorer's reference cache for validation ("" : memory only)
 
 
 @dataclass
@@ -107,15 +109,26 @@ def slot_table(dataset) -> SlotTable:
     return SlotTable.from_shells({z: b.ls for z, b in dataset.store.basis.items()})
 
 
-def target_scales(samples) -> tuple[float, float]:
-    """(input_scale, target_scale) in eV: RMS of H0 and of H - H0 over scored entries."""
-    s0 = s1 = n = 0.0
+def set_scales(cfg: ModelConfig, samples) -> None:
+    """Data-driven units (eV) of the model: ``input_scale`` RMS of H0, ``target_scale`` RMS of
+    H - H0 over scored entries; ``node_scale``/``edge_scale`` RMS of the gauge-standardised
+    correction on on-site / off-site entries within the model's cutoff (the gauge mu* S is not
+    something the model has to learn)."""
+    from materials_ham.gauge import spinor_overlap
+
+    acc = np.zeros((4, 2))
     for s in samples:
-        keep = np.repeat(s.edge_lengths() < HEADLINE_EDGE_CUTOFF, 4 * s.block_sizes)
-        s0 += float(np.sum(np.abs(s.H0[keep]) ** 2))
-        s1 += float(np.sum(np.abs((s.H - s.H0)[keep]) ** 2))
-        n += int(keep.sum())
-    return math.sqrt(s0 / n), math.sqrt(s1 / n)
+        L = np.repeat(s.edge_lengths(), 4 * s.block_sizes)
+        on = np.repeat(s.is_onsite, 4 * s.block_sizes)
+        keep = L < HEADLINE_EDGE_CUTOFF
+        S = spinor_overlap(s)
+        D = (s.H - s.H0)
+        mu = float(np.sum((D.real * S)[keep]) / np.sum((S * S)[keep]))
+        G = D - mu * S
+        for k, (x, m) in enumerate(((s.H0, keep), (D, keep), (G, on), (G, ~on & (L < cfg.cutoff)))):
+            acc[k] += (float(np.sum(np.abs(x[m]) ** 2)), int(m.sum()))
+    rms = np.sqrt(acc[:, 0] / np.maximum(acc[:, 1], 1))
+    cfg.input_scale, cfg.target_scale, cfg.node_scale, cfg.edge_scale = (float(x) for x in rms)
 
 
 def prepare(samples_with_ids, table, cfg: Config, *, kspace: bool, progress: bool, desc: str):
@@ -127,6 +140,14 @@ def prepare(samples_with_ids, table, cfg: Config, *, kspace: bool, progress: boo
                                target_scale=cfg.model.target_scale, dtype=_dtype(cfg.train.dtype),
                                kspace_grid=cfg.train.kspace_grid if kspace else 0))
     return out
+
+
+def _rss_mib() -> float:
+    """Resident memory of this process (MiB; NaN where /proc is absent)."""
+    try:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def _schedule(total_steps: int, warmup_steps: int):
@@ -184,7 +205,7 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
         log(f"resuming from {last} at epoch {state['epoch']}")
     else:
         samples = [ds_train[k] for k in range(len(ds_train))]
-        config.model.input_scale, config.model.target_scale = target_scales(samples)
+        set_scales(config.model, samples)
         model = build_model(config.model, table, _dtype(tc.dtype)).to(device)
     log(f"NextHAM: {model.n_parameters():,} parameters, {len(config.model.ranges)} sub-model(s), "
         f"device {device}, {len(ds_train)} training / {len(ds_val)} validation structures")
@@ -204,7 +225,8 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
         opt.load_state_dict(opt_state["optimizer"])
         if opt_state.get("scheduler"):
             sched.load_state_dict(opt_state["scheduler"])
-    evaluator = Evaluator(dataset, split=tc.val_split, bands=False) if len(ds_val) else None
+    evaluator = Evaluator(dataset, split=tc.val_split, bands=tc.val_bands,
+                          cache_dir=tc.val_cache_dir or None) if len(ds_val) else None
 
     for epoch in range(state["epoch"], tc.epochs):
         model.train()
@@ -227,13 +249,17 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
                 sums[name] = sums.get(name, 0.0) + v
             bar.set_postfix(real_meV=f"{parts['real_mev']:.3f}")
         seconds = time.perf_counter() - t_epoch
-        row = {"epoch": epoch + 1, "seconds": seconds, "structures_per_s": len(graphs) / seconds,
+        row = {"epoch": epoch + 1, "seconds": seconds, "structures_per_s": len(graphs) / seconds, "rss_mib": _rss_mib(),
                **{f"train_{k}": v / len(graphs) for k, v in sums.items()}}
         state["epoch"] = epoch + 1
         if evaluator is not None and ((epoch + 1) % tc.validate_every == 0 or epoch + 1 == tc.epochs):
             preds = dict(predict_split(model, ds_val, tc.val_split, tc.dtype, device, graphs=val_graphs))
-            val = evaluator.eval(preds)["headline"]["spin_diag_real_mev"]
+            headline = evaluator.eval(preds)["headline"]
+            val = headline["spin_diag_real_mev"]
             row["val_gauge_mae_mev"] = val
+            for key in ("band_grid_w1_aligned_mev", "ghost_states_w1_per_k"):
+                if headline.get(key) is not None:
+                    row[f"val_{key}"] = headline[key]
             if state["best_val_mev"] is None or val < state["best_val_mev"]:
                 state["best_val_mev"], state["best_epoch"] = val, epoch + 1
                 save_checkpoint(out / "best", model, {**state, "history": state["history"] + [row]})

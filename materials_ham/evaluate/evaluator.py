@@ -152,11 +152,12 @@ class Evaluator:
                 kpts = cached.kpts
             else:
                 kpts, n_grid, path = B.band_kpoints(sample.crystal, self.settings)
-            ref.bloch = B.BlochMap(sample, kpts, spinor=True, grid=self.settings.kgrid)
+            half = matrix.plan is not None and matrix.plan.mirror    # H and S exactly conjugate-symmetric
+            ref.bloch = B.BlochMap(sample, kpts, spinor=True, grid=self.settings.kgrid, half=half)
             if cached is not None:
                 ref.bands = cached
             else:
-                bloch_s = B.BlochMap(sample, kpts, spinor=False, grid=self.settings.kgrid)
+                bloch_s = B.BlochMap(sample, kpts, spinor=False, grid=self.settings.kgrid, half=half)
                 try:
                     ref.bands = B.reference_bands(sample, ref.bloch, bloch_s, kpts, n_grid, path, self.settings)
                 except MaterialsHamError as err:  # e.g. S(k) not positive definite: name the structure
@@ -245,7 +246,7 @@ class Evaluator:
         return Evaluation(metrics, det)
 
     def _score(self, k: int, ref: StructureReference, pred: np.ndarray, details: bool) -> dict:
-        sums = M.edge_sums(ref.matrix, pred)
+        sums = M.edge_sums(ref.matrix, pred, hermitian=True)    # pred is rebuilt from its canonical half
         groups = {g.name: M.group_sums(ref.matrix, sums, g, ref.labels[g.name]) for g in M.GROUPINGS}
         ov = groups["overall"].get("all")
         row = {"id": ref.sid, "formula": ref.formula, "n_atoms": ref.n_atoms, "nao": ref.nao,

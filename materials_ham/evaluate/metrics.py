@@ -26,6 +26,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from ..conventions import DISTANCE_BINS, EV_TO_MEV, HEADLINE_EDGE_CUTOFF
+from ..errors import MaterialsHamError
 from ..gauge import SPIN_BLOCKS, SpinorLayout, gauge_mu_from_edge_sums
 from ..sample import Sample
 
@@ -51,6 +52,7 @@ class MatrixReference:
     z_i: np.ndarray
     z_j: np.ndarray
     count: np.ndarray
+    plan: "SumPlan | None" = None
 
     @classmethod
     def from_sample(cls, sample: Sample, cutoff: float = HEADLINE_EDGE_CUTOFF) -> "MatrixReference":
@@ -58,16 +60,101 @@ class MatrixReference:
         s_spinor = layout.spinor_overlap(sample.S)
         length = sample.edge_lengths()
         z = sample.crystal.numbers
-        return cls(layout=layout, target=sample.H, s_spinor=s_spinor, den=layout.spin_sums(s_spinor * s_spinor).sum(1),
-                   length=length, onsite=sample.is_onsite, scored=length < cutoff,
-                   z_i=z[sample.edge_index[:, 0]], z_j=z[sample.edge_index[:, 1]], count=sample.block_sizes.copy())
+        ref = cls(layout=layout, target=sample.H, s_spinor=s_spinor, den=layout.spin_sums(s_spinor * s_spinor).sum(1),
+                  length=length, onsite=sample.is_onsite, scored=length < cutoff,
+                  z_i=z[sample.edge_index[:, 0]], z_j=z[sample.edge_index[:, 1]], count=sample.block_sizes.copy())
+        ref.plan = SumPlan.build(ref, sample)
+        return ref
 
     @property
     def n_edges(self) -> int:
         return len(self.length)
 
     def nbytes(self) -> int:
-        return int(self.target.nbytes + self.s_spinor.nbytes)
+        return int(self.target.nbytes + self.s_spinor.nbytes + (self.plan.nbytes() if self.plan is not None else 0))
+
+
+@dataclass
+class SumPlan:
+    """Reference-side index data that makes :func:`edge_sums` cheap (built once per structure).
+
+    * ``mirror``: True when the reference H and S x I2 are exactly conjugate-symmetric
+      (X_ji(-R) = X_ij(R)^dagger bit for bit); then, for a prediction with the same symmetry (what
+      the scorer always builds from the stored half), the sums of a non-canonical edge are those
+      of its partner with the ud and du blocks swapped, and only the canonical edges are reduced.
+      ``runs``: the layout runs reduced (canonical edges only when ``mirror``); ``mirror_edges``
+      (E_m,) the non-canonical edges and ``partner`` (E_m,) their reverse edges.
+    * The gauge term mu* (S x I2) is non-zero only on the uu and dd entries of edges where S does
+      not vanish ("support" edges, ``support_edges`` (E_s,), canonical ones when ``mirror``).
+      ``support_pos`` (n_s,) flat positions of those entries, edge by edge, all uu entries of the
+      edge then all dd entries; ``support_s`` / ``support_target`` (n_s,) S and Re T (eV) there;
+      ``support_cuts`` (2 E_s,) start of each (edge, uu | dd) segment in those arrays.  Every other
+      entry has S = 0, so its |Re e| = |Re D| in both gauges.
+    """
+
+    runs: tuple
+    mirror: bool
+    mirror_edges: np.ndarray
+    partner: np.ndarray
+    support_edges: np.ndarray
+    support_pos: np.ndarray
+    support_s: np.ndarray
+    support_target: np.ndarray
+    support_cuts: np.ndarray
+    max_run: int
+
+    @classmethod
+    def build(cls, ref: "MatrixReference", sample: Sample) -> "SumPlan":
+        from .predictions import EdgeLayout
+
+        lay = ref.layout
+        E = ref.n_edges
+        rev = np.asarray(sample.edge_reverse, np.int64)
+        canon = np.arange(E) <= rev
+        mirror = False
+        if E and np.array_equal(rev[rev], np.arange(E)):
+            el = EdgeLayout.from_sample(sample)
+            try:
+                h = el.full(el.half(ref.target))
+                mirror = bool(np.array_equal(h.view(np.float64), ref.target.view(np.float64))
+                              and np.array_equal(el.full(el.half(ref.s_spinor)), ref.s_spinor))
+            except MaterialsHamError:
+                mirror = False
+        keep = canon if mirror else np.ones(E, bool)
+        runs = []
+        for a, b, ni, nj, start, s0 in lay.runs:                 # cut the runs at canonical / non-canonical changes
+            k = keep[a:b]
+            cuts = np.nonzero(np.diff(k.astype(np.int8)))[0] + 1
+            for u, v in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [b - a]])):
+                if k[u]:
+                    runs.append((a + int(u), a + int(v), ni, nj, start + 4 * int(u) * ni * nj, s0 + int(u) * ni * nj))
+        mirror_edges = np.nonzero(~keep)[0]
+        support = np.nonzero(keep & (lay.spin_sums(np.abs(ref.s_spinor)).sum(1) > 0))[0]
+        n = sample.orbitals_per_atom
+        ni = n[sample.edge_index[support, 0]].astype(np.int64)
+        nj = n[sample.edge_index[support, 1]].astype(np.int64)
+        start = 4 * np.asarray(sample.block_offsets, np.int64)[support]
+        seg = ni * nj                                             # entries per (edge, uu | dd) segment
+        cuts = np.concatenate([[0], np.cumsum(np.repeat(seg, 2))])
+        pos = np.empty(int(cuts[-1]), np.int64)
+        for shape in np.unique(np.stack([ni, nj], 1), axis=0) if len(support) else []:
+            a, b = int(shape[0]), int(shape[1])
+            sel = np.nonzero((ni == a) & (nj == b))[0]
+            r, c = np.divmod(np.arange(a * b), b)
+            uu = (r * 2 * b + c)[None, :]
+            dd = ((r + a) * 2 * b + b + c)[None, :]
+            first = cuts[2 * sel][:, None] + np.arange(a * b)[None, :]
+            pos[first] = start[sel][:, None] + uu
+            pos[first + a * b] = start[sel][:, None] + dd
+        idx_type = np.int32 if lay.n_entries < np.iinfo(np.int32).max else np.int64
+        pos = pos.astype(idx_type)
+        return cls(runs=tuple(runs), mirror=mirror, mirror_edges=mirror_edges, partner=rev[mirror_edges],
+                   support_edges=support, support_pos=pos, support_s=ref.s_spinor[pos],
+                   support_target=np.ascontiguousarray(ref.target.real[pos]), support_cuts=cuts[:-1],
+                   max_run=max((4 * (b - a) * ni_ * nj_ for a, b, ni_, nj_, _, _ in runs), default=0))
+
+    def nbytes(self) -> int:
+        return int(self.support_pos.nbytes + self.support_s.nbytes + self.support_target.nbytes)
 
 
 @dataclass
@@ -81,11 +168,70 @@ class EdgeSums:
     mu: dict[str, float]
 
 
-def edge_sums(ref: MatrixReference, predicted: np.ndarray) -> EdgeSums:
+#: Entries per piece of a layout run reduced at once by :func:`edge_sums` (bounds its scratch: 16 MiB).
+_SUM_PIECE = 1 << 21
+
+
+def _spin_sums_run(x: np.ndarray, m: int, ni: int, nj: int) -> np.ndarray:
+    """(m, 4) per-edge, per-spin-block sums of ``x``: m consecutive (2 ni, 2 nj) spinor blocks, flat."""
+    return (x.reshape(-1, nj) @ np.ones(nj)).reshape(m, 2, ni, 2).sum(axis=2).reshape(m, 4)
+
+
+def edge_sums(ref: MatrixReference, predicted: np.ndarray, *, hermitian: bool = False) -> EdgeSums:
     """Gauge shifts and per-(edge, spin block) absolute-error sums of a full flat prediction.
 
-    Works on two real scratch arrays (no complex temporary; each pass writes in place).
+    ``predicted``: (n_h,) complex, eV, the layout of ``Sample.H``.  ``hermitian=True`` promises
+    that it is exactly conjugate-symmetric (block e == block reverse[e]^dagger bit for bit, as
+    :func:`~materials_ham.evaluate.predictions.check_prediction` and the predictions reader return
+    it): only the canonical half is then reduced (see :class:`SumPlan`).  The result is the same
+    either way, up to the order of floating-point sums (without the promise, or without a plan,
+    every entry is reduced by :func:`_edge_sums_plain`).
     """
+    plan = ref.plan
+    if plan is None or (plan.mirror and not hermitian):
+        return _edge_sums_plain(ref, predicted)
+    predicted = np.asarray(predicted)
+    E = ref.n_edges
+    base = np.zeros((E, 4))                                      # sums of |Re D|
+    im = np.zeros((E, 4))                                        # sums of |Im D|
+    buf = np.empty(min(plan.max_run, _SUM_PIECE) if plan.max_run else 0)
+    for a, b, ni, nj, start, _ in plan.runs:
+        per = 4 * ni * nj
+        step = max(1, _SUM_PIECE // per)
+        for u in range(a, b, step):
+            v = min(b, u + step)
+            lo, hi = start + (u - a) * per, start + (v - a) * per
+            x = buf[:hi - lo]
+            np.subtract(predicted.real[lo:hi], ref.target.real[lo:hi], out=x)
+            np.abs(x, out=x)
+            base[u:v] = _spin_sums_run(x, v - u, ni, nj)
+            np.subtract(predicted.imag[lo:hi], ref.target.imag[lo:hi], out=x)
+            np.abs(x, out=x)
+            im[u:v] = _spin_sums_run(x, v - u, ni, nj)
+    # the entries where S x I2 is not zero: uu and dd blocks of the support edges
+    sup, cuts = plan.support_edges, plan.support_cuts
+    dr = np.take(predicted.real, plan.support_pos, mode="clip") - plan.support_target
+    num = np.zeros(E)
+    if len(sup):
+        num[sup] = np.add.reduceat(dr * plan.support_s, cuts).reshape(-1, 2).sum(1)
+    if plan.mirror:
+        num[plan.mirror_edges] = num[plan.partner]
+    re, mu = {}, {}
+    for gauge, mask in (("scored", ref.scored), ("all", None)):
+        mu[gauge] = gauge_mu_from_edge_sums(num, ref.den, mask)
+        r = base.copy()
+        if len(sup):
+            r[sup[:, None], [0, 3]] = np.add.reduceat(np.abs(dr - mu[gauge] * plan.support_s), cuts).reshape(-1, 2)
+        re[gauge] = r
+    if plan.mirror:
+        swap = [0, 2, 1, 3]                                      # X_ji(-R) = X_ij(R)^dagger: ud <-> du
+        for arr in (im, *re.values()):
+            arr[plan.mirror_edges] = arr[plan.partner][:, swap]
+    return EdgeSums(re=re, im=im, mu=mu)
+
+
+def _edge_sums_plain(ref: MatrixReference, predicted: np.ndarray) -> EdgeSums:
+    """:func:`edge_sums` over every entry (no plan): two real scratch arrays, each pass in place."""
     lay, s = ref.layout, ref.s_spinor
     predicted = np.asarray(predicted)
     dr = np.subtract(predicted.real, ref.target.real)           # Re D

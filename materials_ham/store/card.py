@@ -156,7 +156,16 @@ def render_card(index, attrs: dict, *, name: str = "Materials-HAM-SOC", bytes_on
               "  self-consistent SOC (the NextHAM authors used ABACUS with self-consistent SOC).",
               "- Calculations are spin-paired (non-magnetic) even for magnetic elements such as Fe, Co, Ni.",
               "- Structures of the built-in prototype source are ideal prototypes at experimental lattice",
-              "  constants, not relaxed; `note` says where a structure is hypothetical.", ""]
+              "  constants, not relaxed; `note` says where a structure is hypothetical."]
+    if "val_overlap_positive_definite" in index.columns and len(index):
+        lam = index["val_overlap_positive_definite"].to_numpy(float)
+        lines += [
+            f"- **Ill-conditioned overlaps.** The smallest eigenvalue of S(k) has median {np.median(lam):.2g}; "
+            f"{int(np.sum(lam < 1e-6))} of {len(lam)} structures are below 1e-6 (smallest {lam.min():.2g}).",
+            "  A prediction error e along a near-null direction of S(k) moves an eigenvalue by about",
+            "  e / lambda_min, so a model with a tiny matrix MAE can still produce ghost states far from the",
+            "  reference spectrum. Score bands, not only matrix elements (the scorer does both)."]
+    lines += [""]
     lines += ["## Conventions", ""]
     lines += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in conv.items()]
     lines += ["- Storage: only the canonical half of the edges (e <= reverse[e]) is stored; the reader rebuilds",
