@@ -131,6 +131,8 @@ def main(argv=None):
         preds = {sid: store.by_id(sid).H0 for sid in ids}
         import seekpath  # noqa: F401  (imports outside the timings)
 
+        load_before = os.getloadavg()[0]
+
         from materials_ham import write_predictions
 
         t = time.perf_counter()
@@ -169,6 +171,8 @@ def main(argv=None):
               f"(spinor {2 * min(naos)}-{2 * max(naos)}), {K} k-points each ({args.kgrid[0]}x{args.kgrid[1]}x"
               f"{args.kgrid[2]} grid + path), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
               + (f"; dataset built in {setup:.0f} s" if not args.dataset else ""))
+        print(f"{os.cpu_count()} cores; 1-minute load average {load_before:.2f} before the timings, "
+              f"{os.getloadavg()[0]:.2f} after (other work on the machine inflates every number below)")
         print(f"headline of the H0 baseline: {m['headline']['spin_diag_real_mev']:.4f} meV; writing the predictions "
               f"store took {write_s:.2f} s (incl. reading H0); 'plain loop' = eigenvalues only (prediction + reference)")
         print(f"{'':45s} {'total s':>9s} {'s/structure':>12s} {'3,000 structures':>17s}")

@@ -33,7 +33,7 @@ from ..atomic import atomic_write
 from ..kspace import cholesky_overlap, monkhorst_pack
 
 #: Bump when the content or meaning of cached reference data changes.
-CACHE_VERSION = 2
+CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -165,14 +165,9 @@ class BlochMap:
       per atom pair, i.e. K_free x entries multiply-adds with no zero padding.
 
     Returns complex128 (K, N, N), N = 2 nao (spinor) or nao, in the global spin-major layout.
-
-    ``half=True`` (for values that are exactly conjugate-symmetric, X_ji(-R) = X_ij(R)^dagger,
-    as the scorer's predictions and a symmetric reference are) sums only the edges e < reverse[e]
-    into A(k) and returns X(k) = A(k) + A(k)^H + the self-reverse (on-site, R = 0) blocks: half
-    the entries are read, the result agrees with the full sum up to rounding.
     """
 
-    def __init__(self, sample, kpts: np.ndarray, *, spinor: bool = True, grid=None, half: bool = False):
+    def __init__(self, sample, kpts: np.ndarray, *, spinor: bool = True, grid=None):
         kpts = np.asarray(kpts, float).reshape(-1, 3)
         self.spinor = bool(spinor)
         f = 2 if spinor else 1
@@ -184,20 +179,10 @@ class BlochMap:
         if self.M and (self.M > self.K or not np.allclose(kpts[:self.M], monkhorst_pack(self.grid), atol=1e-12)):
             raise ValueError(f"the first k-points are not the Gamma-centred {self.grid} grid")
         ei, R = sample.edge_index, sample.edge_shift
-        E = len(ei)
-        rev = np.asarray(sample.edge_reverse, np.int64)
-        self.half = bool(half) and E > 0 and np.array_equal(rev[rev], np.arange(E))
-        starts = (f * f) * sample.block_offsets
-        self.selfs = []                                         # (oi, ni, start) of the self-reverse blocks
-        if self.half:
-            mine = np.nonzero(np.arange(E) < rev)[0]
-            self.selfs = [(int(off[ei[e, 0]]), int(n[ei[e, 0]]), int(starts[e]))
-                          for e in np.nonzero(np.arange(E) == rev)[0]]
-        else:
-            mine = np.arange(E)
         self.phase = np.exp(2j * np.pi * kpts[self.M:] @ R.T.astype(float))        # (K_free, E)
+        starts = (f * f) * sample.block_offsets
         key = ei[:, 0] * sample.n_atoms + ei[:, 1]
-        order = mine[np.argsort(key[mine], kind="stable")]
+        order = np.argsort(key, kind="stable")
         cut = np.nonzero(np.diff(key[order]))[0] + 1
         self.groups = []
         for edges in np.split(order, cut) if len(order) else []:
@@ -238,17 +223,6 @@ class BlochMap:
         else:
             out[:, oi:oi + ni, oj:oj + nj] = res.reshape(K, ni, nj)
 
-    def _finish(self, values: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """X(k) from the half sum A(k) (``half``): A + A^H plus the self-reverse blocks."""
-        if not self.half:
-            return out
-        out = out + np.conj(np.swapaxes(out, -1, -2))
-        f = 2 if self.spinor else 1
-        view = out.reshape(len(out), f, self.nao, f, self.nao)
-        for oi, ni, start in self.selfs:
-            view[:, :, oi:oi + ni, :, oi:oi + ni] += values[start:start + f * f * ni * ni].reshape(f, ni, f, ni)
-        return out
-
     def _grid(self, values: np.ndarray) -> np.ndarray:
         out = np.zeros((self.M, self.N, self.N), np.complex128)
         for g in self.groups:
@@ -261,7 +235,7 @@ class BlochMap:
             F = np.fft.ifftn(F.reshape(*self.grid, g["bs"]), axes=(0, 1, 2))
             F *= self.M
             self._place(out, g, F.reshape(self.M, g["bs"]))
-        return self._finish(values, out)
+        return out
 
     def _free(self, values: np.ndarray, free_k) -> np.ndarray:
         phase = self.phase[free_k]
@@ -276,7 +250,7 @@ class BlochMap:
                 res.real = np.ascontiguousarray(P.real) @ V
                 res.imag = np.ascontiguousarray(P.imag) @ V
             self._place(out, g, res)
-        return self._finish(values, out)
+        return out
 
     # ------------------------------------------------------------------------------- API
     def __call__(self, values: np.ndarray, ks=slice(None)) -> np.ndarray:
@@ -310,19 +284,14 @@ def eigenvalues(Hk: np.ndarray, Linv: np.ndarray) -> np.ndarray:
     """(K, 2n) ascending eigenvalues of H(k) c = e (S(k) x I2) c.
 
     ``Hk`` (K, 2n, 2n) spin-major spinor H(k); ``Linv`` (K, n, n) inverse Cholesky factors of S(k).
-    A = (I2 x L^-1) H (I2 x L^-H) is formed by batched products on reshaped views (half the
-    work of multiplying by the block-diagonal 2n x 2n factor); ``eigvalsh`` reads only the lower
-    triangle of A, so its upper-right (ud) spin block is not computed (set to 0): 3/4 of the work.
+    A = (I2 x L^-1) H (I2 x L^-H) is formed as two batched products on reshaped views (no
+    copies, half the work of multiplying by the block-diagonal 2n x 2n factor).
     """
     K, n = Linv.shape[0], Linv.shape[-1]
     N = 2 * n
-    Lh = np.conj(np.swapaxes(Linv, -1, -2))
-    A = np.empty((K, N, N), np.complex128)
-    A[:, :n, :n] = (Linv @ Hk[:, :n, :n]) @ Lh                                # uu
-    T = Linv @ Hk[:, n:, :]                                                   # L^-1 [H_du, H_dd]  (K, n, 2n)
-    A[:, n:, :] = (T.reshape(K, N, n) @ Lh).reshape(K, n, N)                  # [A_du, A_dd]
-    A[:, :n, n:] = 0.0
-    return np.linalg.eigvalsh(A, UPLO="L")
+    T = (Linv[:, None] @ Hk.reshape(K, 2, n, N)).reshape(K, N, N)           # (I2 x L^-1) H
+    A = (T.reshape(K, 2 * N, n) @ np.conj(np.swapaxes(Linv, -1, -2))).reshape(K, N, N)
+    return np.linalg.eigvalsh(A)
 
 
 def batched_eigenvalues(bloch: BlochMap, values: np.ndarray, Linv: np.ndarray,

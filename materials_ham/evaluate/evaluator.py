@@ -7,9 +7,10 @@
 >>> metrics = ev.eval("predictions.zarr")                         # a store from write_predictions
 >>> metrics["headline"]["spin_diag_real_mev"]
 
-Reference-side work (labels of every entry, Bloch maps, S(k) factors, reference eigenvalues,
-window masks) is computed once per structure and kept in a bounded in-memory cache and, with
-``cache_dir``, on disk (band data; keyed by the dataset fingerprint and the settings).
+Reference-side work (labels of every entry, half/full and edge-sum plans, Bloch maps, S(k)
+factors, reference eigenvalues, window masks) is computed once per structure and kept in a
+bounded in-memory cache and, with ``cache_dir``, on disk (band data; keyed by the dataset
+fingerprint and the settings).
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class StructureReference:
     bands: B.BandReference | None = None
 
     def nbytes(self) -> int:
-        n = self.matrix.nbytes()
+        n = self.matrix.nbytes() + self.layout.plan.nbytes()
         if self.bloch is not None:
             n += self.bloch.nbytes()
         if self.bands is not None:
@@ -142,9 +143,10 @@ class Evaluator:
                 return hit
         with self._io:
             sample = self.store.by_id(sid)
-        matrix = M.MatrixReference.from_sample(sample)
+        layout = EdgeLayout.from_sample(sample)
+        matrix = M.MatrixReference.from_sample(sample, edge_layout=layout)
         ref = StructureReference(sid=sid, formula=sample.crystal.formula, n_atoms=sample.n_atoms, nao=sample.nao,
-                                 matrix=matrix, layout=EdgeLayout.from_sample(sample),
+                                 matrix=matrix, layout=layout,
                                  labels={g.name: g.labels(matrix) for g in M.GROUPINGS})
         if self.with_bands:
             cached = self.cache.get(sid) if self.cache is not None else None
@@ -152,12 +154,11 @@ class Evaluator:
                 kpts = cached.kpts
             else:
                 kpts, n_grid, path = B.band_kpoints(sample.crystal, self.settings)
-            half = matrix.plan is not None and matrix.plan.mirror    # H and S exactly conjugate-symmetric
-            ref.bloch = B.BlochMap(sample, kpts, spinor=True, grid=self.settings.kgrid, half=half)
+            ref.bloch = B.BlochMap(sample, kpts, spinor=True, grid=self.settings.kgrid)
             if cached is not None:
                 ref.bands = cached
             else:
-                bloch_s = B.BlochMap(sample, kpts, spinor=False, grid=self.settings.kgrid, half=half)
+                bloch_s = B.BlochMap(sample, kpts, spinor=False, grid=self.settings.kgrid)
                 try:
                     ref.bands = B.reference_bands(sample, ref.bloch, bloch_s, kpts, n_grid, path, self.settings)
                 except MaterialsHamError as err:  # e.g. S(k) not positive definite: name the structure

@@ -55,7 +55,10 @@ class MatrixReference:
     plan: "SumPlan | None" = None
 
     @classmethod
-    def from_sample(cls, sample: Sample, cutoff: float = HEADLINE_EDGE_CUTOFF) -> "MatrixReference":
+    def from_sample(cls, sample: Sample, cutoff: float = HEADLINE_EDGE_CUTOFF, *,
+                    edge_layout=None) -> "MatrixReference":
+        """``edge_layout``: the sample's :class:`~materials_ham.evaluate.predictions.EdgeLayout`
+        if the caller has one (its half/full plan is reused)."""
         layout = SpinorLayout.from_sample(sample)
         s_spinor = layout.spinor_overlap(sample.S)
         length = sample.edge_lengths()
@@ -63,7 +66,7 @@ class MatrixReference:
         ref = cls(layout=layout, target=sample.H, s_spinor=s_spinor, den=layout.spin_sums(s_spinor * s_spinor).sum(1),
                   length=length, onsite=sample.is_onsite, scored=length < cutoff,
                   z_i=z[sample.edge_index[:, 0]], z_j=z[sample.edge_index[:, 1]], count=sample.block_sizes.copy())
-        ref.plan = SumPlan.build(ref, sample)
+        ref.plan = SumPlan.build(ref, sample, edge_layout)
         return ref
 
     @property
@@ -80,31 +83,34 @@ class SumPlan:
 
     * ``mirror``: True when the reference H and S x I2 are exactly conjugate-symmetric
       (X_ji(-R) = X_ij(R)^dagger bit for bit); then, for a prediction with the same symmetry (what
-      the scorer always builds from the stored half), the sums of a non-canonical edge are those
-      of its partner with the ud and du blocks swapped, and only the canonical edges are reduced.
-      ``runs``: the layout runs reduced (canonical edges only when ``mirror``); ``mirror_edges``
-      (E_m,) the non-canonical edges and ``partner`` (E_m,) their reverse edges.
+      the scorer always builds from the stored half), the |Re e|, |Im e| sums of a non-canonical
+      edge are those of its partner with the ud and du blocks swapped, so only the canonical edges
+      are reduced.  ``runs``: the layout runs reduced (canonical edges only when ``mirror``);
+      ``mirror_edges`` (E_m,) the non-canonical edges and ``partner`` (E_m,) their reverse edges.
     * The gauge term mu* (S x I2) is non-zero only on the uu and dd entries of edges where S does
-      not vanish ("support" edges, ``support_edges`` (E_s,), canonical ones when ``mirror``).
-      ``support_pos`` (n_s,) flat positions of those entries, edge by edge, all uu entries of the
-      edge then all dd entries; ``support_s`` / ``support_target`` (n_s,) S and Re T (eV) there;
-      ``support_cuts`` (2 E_s,) start of each (edge, uu | dd) segment in those arrays.  Every other
-      entry has S = 0, so its |Re e| = |Re D| in both gauges.
+      not vanish ("support" edges).  Their entries are gathered once per prediction:
+      ``support_pos`` (n_s,) flat positions, ``support_s`` / ``support_target`` (n_s,) S and Re T
+      (eV) there.  ``chunks``: tuples (edges (c,), n_i, n_j, first support entry, reduced) of
+      support edges of one block shape, each edge's uu rows then its dd rows (row-major); the
+      chunks with ``reduced`` (canonical edges when ``mirror``) come first, up to support entry
+      ``n_reduced``.  Every other entry has S = 0, so its |Re e| = |Re D| in both gauges.
+      Re<D, S x I2> per edge is summed from all support edges in the order of the plain
+      per-entry pass (row sums, then rows in sequence), so mu* is bit for bit the same.
     """
 
     runs: tuple
     mirror: bool
     mirror_edges: np.ndarray
     partner: np.ndarray
-    support_edges: np.ndarray
     support_pos: np.ndarray
     support_s: np.ndarray
     support_target: np.ndarray
-    support_cuts: np.ndarray
+    chunks: tuple
+    n_reduced: int
     max_run: int
 
     @classmethod
-    def build(cls, ref: "MatrixReference", sample: Sample) -> "SumPlan":
+    def build(cls, ref: "MatrixReference", sample: Sample, edge_layout=None) -> "SumPlan":
         from .predictions import EdgeLayout
 
         lay = ref.layout
@@ -113,11 +119,9 @@ class SumPlan:
         canon = np.arange(E) <= rev
         mirror = False
         if E and np.array_equal(rev[rev], np.arange(E)):
-            el = EdgeLayout.from_sample(sample)
+            el = edge_layout if edge_layout is not None else EdgeLayout.from_sample(sample)
             try:
-                h = el.full(el.half(ref.target))
-                mirror = bool(np.array_equal(h.view(np.float64), ref.target.view(np.float64))
-                              and np.array_equal(el.full(el.half(ref.s_spinor)), ref.s_spinor))
+                mirror = el.plan.is_mirrored(ref.target) and el.plan.is_mirrored(ref.s_spinor)
             except MaterialsHamError:
                 mirror = False
         keep = canon if mirror else np.ones(E, bool)
@@ -129,28 +133,30 @@ class SumPlan:
                 if k[u]:
                     runs.append((a + int(u), a + int(v), ni, nj, start + 4 * int(u) * ni * nj, s0 + int(u) * ni * nj))
         mirror_edges = np.nonzero(~keep)[0]
-        support = np.nonzero(keep & (lay.spin_sums(np.abs(ref.s_spinor)).sum(1) > 0))[0]
+        has_s = lay.spin_sums(np.abs(ref.s_spinor)).sum(1) > 0
         n = sample.orbitals_per_atom
-        ni = n[sample.edge_index[support, 0]].astype(np.int64)
-        nj = n[sample.edge_index[support, 1]].astype(np.int64)
-        start = 4 * np.asarray(sample.block_offsets, np.int64)[support]
-        seg = ni * nj                                             # entries per (edge, uu | dd) segment
-        cuts = np.concatenate([[0], np.cumsum(np.repeat(seg, 2))])
-        pos = np.empty(int(cuts[-1]), np.int64)
-        for shape in np.unique(np.stack([ni, nj], 1), axis=0) if len(support) else []:
-            a, b = int(shape[0]), int(shape[1])
-            sel = np.nonzero((ni == a) & (nj == b))[0]
-            r, c = np.divmod(np.arange(a * b), b)
-            uu = (r * 2 * b + c)[None, :]
-            dd = ((r + a) * 2 * b + b + c)[None, :]
-            first = cuts[2 * sel][:, None] + np.arange(a * b)[None, :]
-            pos[first] = start[sel][:, None] + uu
-            pos[first + a * b] = start[sel][:, None] + dd
+        ni_e = n[sample.edge_index[:, 0]].astype(np.int64)
+        nj_e = n[sample.edge_index[:, 1]].astype(np.int64)
+        start_e = 4 * np.asarray(sample.block_offsets, np.int64)
+        chunks, pieces, at, n_reduced = [], [], 0, 0
+        for reduced in (True, False):
+            sel_part = np.nonzero(has_s & (keep == reduced))[0]
+            shapes = np.unique(np.stack([ni_e[sel_part], nj_e[sel_part]], 1), axis=0) if len(sel_part) else []
+            for a, b in shapes:
+                a, b = int(a), int(b)
+                edges = sel_part[(ni_e[sel_part] == a) & (nj_e[sel_part] == b)]
+                r, c = np.divmod(np.arange(a * b), b)
+                local = np.concatenate([r * 2 * b + c, (r + a) * 2 * b + b + c])     # uu rows, then dd rows
+                pieces.append((start_e[edges][:, None] + local[None, :]).reshape(-1))
+                chunks.append((edges, a, b, at, reduced))
+                at += len(edges) * 2 * a * b
+            if reduced:
+                n_reduced = at
         idx_type = np.int32 if lay.n_entries < np.iinfo(np.int32).max else np.int64
-        pos = pos.astype(idx_type)
+        pos = np.concatenate(pieces).astype(idx_type) if pieces else np.zeros(0, idx_type)
         return cls(runs=tuple(runs), mirror=mirror, mirror_edges=mirror_edges, partner=rev[mirror_edges],
-                   support_edges=support, support_pos=pos, support_s=ref.s_spinor[pos],
-                   support_target=np.ascontiguousarray(ref.target.real[pos]), support_cuts=cuts[:-1],
+                   support_pos=pos, support_s=ref.s_spinor[pos],
+                   support_target=np.ascontiguousarray(ref.target.real[pos]), chunks=tuple(chunks), n_reduced=n_reduced,
                    max_run=max((4 * (b - a) * ni_ * nj_ for a, b, ni_, nj_, _, _ in runs), default=0))
 
     def nbytes(self) -> int:
@@ -209,19 +215,28 @@ def edge_sums(ref: MatrixReference, predicted: np.ndarray, *, hermitian: bool = 
             np.abs(x, out=x)
             im[u:v] = _spin_sums_run(x, v - u, ni, nj)
     # the entries where S x I2 is not zero: uu and dd blocks of the support edges
-    sup, cuts = plan.support_edges, plan.support_cuts
     dr = np.take(predicted.real, plan.support_pos, mode="clip") - plan.support_target
+    prod = dr * plan.support_s
     num = np.zeros(E)
-    if len(sup):
-        num[sup] = np.add.reduceat(dr * plan.support_s, cuts).reshape(-1, 2).sum(1)
-    if plan.mirror:
-        num[plan.mirror_edges] = num[plan.partner]
+    for edges, ni, nj, at, _ in plan.chunks:
+        rows = prod[at:at + len(edges) * 2 * ni * nj].reshape(len(edges) * 2, ni, nj).sum(axis=2)
+        acc = rows[:, 0].copy()
+        for r in range(1, ni):                                   # rows in sequence, as the plain pass adds them
+            acc += rows[:, r]
+        acc = acc.reshape(-1, 2)
+        num[edges] = acc[:, 0] + acc[:, 1]
     re, mu = {}, {}
+    m = plan.n_reduced
+    dev = np.empty(m)
     for gauge, mask in (("scored", ref.scored), ("all", None)):
         mu[gauge] = gauge_mu_from_edge_sums(num, ref.den, mask)
+        np.multiply(plan.support_s[:m], mu[gauge], out=dev)
+        np.subtract(dr[:m], dev, out=dev)
+        np.abs(dev, out=dev)
         r = base.copy()
-        if len(sup):
-            r[sup[:, None], [0, 3]] = np.add.reduceat(np.abs(dr - mu[gauge] * plan.support_s), cuts).reshape(-1, 2)
+        for edges, ni, nj, at, reduced in plan.chunks:
+            if reduced:
+                r[edges[:, None], [0, 3]] = dev[at:at + len(edges) * 2 * ni * nj].reshape(len(edges), 2, ni * nj).sum(2)
         re[gauge] = r
     if plan.mirror:
         swap = [0, 2, 1, 3]                                      # X_ji(-R) = X_ij(R)^dagger: ud <-> du

@@ -320,6 +320,21 @@ class HalfPlan:
                 np.conjugate(seg, out=seg)
         return out
 
+    def is_mirrored(self, x: np.ndarray) -> bool:
+        """True when every non-canonical entry of the flat ``x`` is exactly (bit for bit) the
+        conjugate of its partner entry, i.e. ``full(half(x))`` would return ``x`` unchanged."""
+        x = np.asarray(x)
+        half = self.half(x)
+        for a, b, m in self.mirror_runs:
+            for c in range(a, b, _PIECE):
+                d = min(b, c + _PIECE)
+                want = np.take(half, self.mirror_src[m + c - a:m + d - a], mode="clip")
+                if np.iscomplexobj(want):
+                    np.conjugate(want, out=want)
+                if not np.array_equal(np.asarray(x[c:d]).view(np.uint8), want.view(np.uint8)):
+                    return False
+        return True
+
     def mirror_deviation(self, given: np.ndarray, full: np.ndarray) -> float:
         """max |given - full| (eV) over the non-canonical entries (0 where there are none)."""
         worst = 0.0
