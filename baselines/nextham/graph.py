@@ -28,14 +28,14 @@ from .encoding import SlotTable, encode, plan_blocks, to_e3nn_frame
 class OutputPlan:
     """Decoding plan of one shell-pair kind (l1, l2) onto the scored flat array.
 
-    ``owner`` (P,) graph-edge or node index; ``columns`` (P, 8 n1 n2) columns of the dense
-    feature vector (grouped irreps layout); ``flat`` (P, 4 n1 n2) positions in the scored flat
-    array; ``slot`` (P,) slot number (for the trace labels)."""
+    ``owner`` (P,) graph-edge or node index; ``start`` (P,) first column of the shell pair's slot
+    in the *slot-ordered* dense vector (its 8 n1 n2 columns are contiguous there); ``flat``
+    (P, 4 n1 n2) int32 positions in the scored flat array; ``slot`` (P,) slot number."""
 
     l1: int
     l2: int
     owner: torch.Tensor
-    columns: torch.Tensor
+    start: torch.Tensor
     flat: torch.Tensor
     slot: torch.Tensor
 
@@ -48,9 +48,9 @@ class Graph:
     ``vec`` (Eg, 3) r_j + R - r_i in Angstrom in e3nn's frame (y, z, x), ``length`` (Eg,) A.
     Inputs: ``x_node`` (N, D), ``x_edge`` (Eg, D) encoded H0 (eV / input_scale), grouped irreps.
     Scored flat arrays (F = sum over scored edges of 4 n_i n_j): ``h0``, ``h`` complex128 (F,) eV;
-    ``s_spinor`` (F,) the overlap on spin-diagonal entries, 0 elsewhere; ``herm`` (F,) position of
-    each entry's Hermitian partner; ``entry_edge`` (F,) scored-edge index of each entry.
-    ``scored_shift`` (Es, 3) int lattice shifts; ``kpos`` (F,) row-major position of each entry in
+    ``s_spinor`` (F,) the overlap on spin-diagonal entries, 0 elsewhere; ``herm`` (F,) int32 position of
+    each entry's Hermitian partner; ``entry_edge`` (F,) int32 scored-edge index of each entry.
+    ``scored_shift`` (Es, 3) int lattice shifts; ``kpos`` (F,) int32 row-major position of each entry in
     the (2 nao, 2 nao) Bloch matrix.  Plans: ``edge_plans``/``node_plans`` (:class:`OutputPlan`).
     Trace labels: ``trace_edge`` (Eg, n_slots), ``trace_node`` (N, n_slots) of tr(dH dH^dagger) per
     shell pair in (eV / target_scale)^2, with masks ``trace_edge_mask``/``trace_node_mask``.
@@ -96,7 +96,7 @@ class Graph:
             if isinstance(v, torch.Tensor):
                 v = v.to(device)
             elif k.endswith("_plans"):
-                v = [OutputPlan(p.l1, p.l2, *(t.to(device) for t in (p.owner, p.columns, p.flat, p.slot))) for p in v]
+                v = [OutputPlan(p.l1, p.l2, *(t.to(device) for t in (p.owner, p.start, p.flat, p.slot))) for p in v]
             out[k] = v
         return Graph(**out)
 
@@ -189,12 +189,12 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
         # per shell pair: tr(dH dH^dagger) = |encoded|^2 (orthogonal map)
         trace[p.edge, p.slot] = (target[p.edge[:, None], cols] ** 2).sum(axis=1)
         mask[p.edge, p.slot] = True
-        gcols = perm_inv[cols]
         for owner, plans_out in ((graph_pos, edge_plans), (node_of, node_plans)):
             sel = owner[p.edge] >= 0
             if sel.any():
                 plans_out.append(OutputPlan(p.l1, p.l2, torch.from_numpy(owner[p.edge[sel]]),
-                                            torch.from_numpy(gcols[sel]), torch.from_numpy(p.flat[sel]),
+                                            torch.from_numpy(p.column[sel]),
+                                            torch.from_numpy(p.flat[sel].astype(np.int32)),
                                             torch.from_numpy(p.slot[sel])))
     x_node = np.zeros((n_atoms, table.dim))
     x_node[node_of[s_on]] = dense[s_on]
@@ -212,15 +212,16 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
         kdata = dict(kpts=torch.from_numpy(kpts), k_eps=torch.from_numpy(eps),
                      k_vecs=torch.from_numpy(vecs).to(cplx), k_far=torch.from_numpy(far).to(cplx))
     i64 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)  # noqa: E731
+    i32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int32)  # noqa: E731 (big index arrays)
     return Graph(
         sid=str(sid), numbers=i64(sample.crystal.numbers),
         src=i64(sample.edge_index[e_sel, 0]), dst=i64(sample.edge_index[e_sel, 1]),
         vec=f(to_e3nn_frame(vec)), length=f(lengths[e_sel]),
         x_node=f(x_node), x_edge=f(dense[in_graph]),
         h0=torch.from_numpy(h0), h=torch.from_numpy(h), s_spinor=f(_spinor_overlap(sample, scored)),
-        herm=i64(_hermitian_partner(sample, scored)),
-        entry_edge=i64(np.repeat(np.arange(len(scored)), 4 * sample.block_sizes[scored])),
-        scored_shift=i64(sample.edge_shift[scored]), kpos=i64(_bloch_positions(sample, scored)),
+        herm=i32(_hermitian_partner(sample, scored)),
+        entry_edge=i32(np.repeat(np.arange(len(scored)), 4 * sample.block_sizes[scored])),
+        scored_shift=i64(sample.edge_shift[scored]), kpos=i32(_bloch_positions(sample, scored)),
         nao=int(sample.nao), fermi_level=float(sample.fermi_level),
         edge_plans=edge_plans, node_plans=node_plans,
         trace_edge=f(trace[in_graph]), trace_edge_mask=torch.from_numpy(mask[in_graph]),

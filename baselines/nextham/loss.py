@@ -52,7 +52,7 @@ def reciprocal_space(g: Graph, D: torch.Tensor, k: int, p_window_ev: float) -> d
     n = 2 * g.nao
     phase = torch.exp(2j * np.pi * (g.scored_shift.to(torch.float64) @ g.kpts[k].to(torch.float64)))
     Dk = torch.zeros(n * n, dtype=torch.complex128, device=D.device)
-    Dk = Dk.index_add(0, g.kpos, D * phase[g.entry_edge]).reshape(n, n) + g.k_far[k].to(torch.complex128)
+    Dk = Dk.index_add(0, g.kpos.long(), D * phase[g.entry_edge.long()]).reshape(n, n) + g.k_far[k].to(torch.complex128)
     C = g.k_vecs[k].to(torch.complex128)
     M = C.conj().T @ Dk @ C
     mu = torch.diagonal(M).real.mean()

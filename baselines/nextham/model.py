@@ -306,6 +306,8 @@ class NextHAM(nn.Module):
         for (l1, _, l2, _) in table.slots:
             maps.setdefault((l1, l2), torch.from_numpy(pair_map(l1, l2)))
         self._maps = {k: v for k, v in maps.items()}   # constants (float64); cast on use
+        # grouped irreps layout (what the head outputs) -> slot order (contiguous per shell pair)
+        self.register_buffer("to_slot", torch.from_numpy(table.grouped_columns()), persistent=False)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -325,15 +327,19 @@ class NextHAM(nn.Module):
             self._scatter(dh, g.edge_plans, edge_out * (env * keep * self.cfg.edge_scale))
             if lo <= 0.0 < hi:
                 self._scatter(dh, g.node_plans, node_out * self.cfg.node_scale)
-        dh = 0.5 * (dh + dh[g.herm].conj())
+        dh = 0.5 * (dh + dh[g.herm.long()].conj())
         return Output(dh, z_node, z_edge)
 
     def _scatter(self, out: torch.Tensor, plans, feats: torch.Tensor) -> None:
+        """Decode grouped-layout features (rows: owners) of every shell pair and add them into the
+        flat complex array ``out``."""
+        feats = feats[:, self.to_slot]
         for p in plans:
             W = self._maps[(p.l1, p.l2)].to(feats.dtype).to(feats.device)
-            y = feats[p.owner[:, None], p.columns] @ W
+            cols = p.start[:, None] + torch.arange(W.shape[0], device=feats.device)
+            y = feats[p.owner[:, None], cols] @ W
             half = y.shape[1] // 2
-            out.index_put_((p.flat,), torch.complex(y[:, :half], y[:, half:]).to(out.dtype), accumulate=True)
+            out.index_put_((p.flat.long(),), torch.complex(y[:, :half], y[:, half:]).to(out.dtype), accumulate=True)
 
     @torch.no_grad()
     def predict_flat(self, g: Graph, h0_full: np.ndarray) -> np.ndarray:
