@@ -286,13 +286,24 @@ class HalfPlan:
         for a, b in _edge_runs(~canon):
             mirror_runs.append((int(off[a]), int(off[b]), m0))
             m0 += int(off[b] - off[a])
+        rev = np.asarray(layout.reverse, np.int64)
         nc = np.nonzero(~canon)[0]
-        p = np.asarray(layout.reverse, np.int64)[nc]
-        if len(nc) and not canon[p].all():
+        if len(nc) and not canon[rev[nc]].all():
             raise MaterialsHamError("edge reverse map is not an involution onto the canonical edges")
         idx_type = np.int32 if n_half < np.iinfo(np.int32).max else np.int64
-        src = gather_blocks(np.arange(n_half, dtype=idx_type), half_off[p], layout.rows[p], layout.cols[p],
-                            np.ones(len(p), bool)) if len(p) else np.zeros(0, idx_type)
+        src = np.empty(int(off[-1]) - n_half, idx_type)
+        rows, cols = np.asarray(layout.rows, np.int64), np.asarray(layout.cols, np.int64)
+        m0 = 0
+        for a, b in _edge_runs(~canon):                           # cut further into runs of one block shape
+            cut = np.nonzero((np.diff(rows[a:b]) != 0) | (np.diff(cols[a:b]) != 0))[0] + 1
+            for u, v in zip(np.concatenate([[0], cut]) + a, np.concatenate([cut, [b - a]]) + a):
+                r, c = int(rows[u]), int(cols[u])
+                # entry (x, y) of block e is the conjugate of entry (y, x) of its partner (c x r, row-major)
+                x, y = np.divmod(np.arange(r * c), c)
+                local = (y * r + x).astype(idx_type)
+                n = (v - u) * r * c
+                src[m0:m0 + n] = (half_off[rev[u:v]].astype(idx_type)[:, None] + local[None, :]).reshape(-1)
+                m0 += n
         return cls(canonical_runs=canonical_runs, mirror_runs=tuple(mirror_runs), mirror_src=src,
                    n_full=int(off[-1]), n_half=n_half)
 
