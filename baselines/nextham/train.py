@@ -47,6 +47,8 @@ class TrainConfig:
     val_split: str = "val"
     val_bands: bool = True          # also log validation band errors and ghost states
     val_cache_dir: str = ""         # the scorer's reference cache for validation ("" : memory only)
+    cache_graphs: bool = True       # keep every prepared graph in memory (False: rebuild each step,
+                                    # one structure in memory at a time: for datasets larger than RAM)
 
 
 @dataclass
@@ -175,6 +177,21 @@ def predict_split(model: NextHAM, dataset, split: str, cfg_dtype: str, device, *
         yield ids[k], model.predict_flat(g.to(device), s.H0)
 
 
+class _LazyGraphs:
+    """``graphs[k]``: structure k's training graph, built when asked (nothing kept)."""
+
+    def __init__(self, ds, table, config: Config, device):
+        self.ds, self.table, self.config, self.device = ds, table, config, device
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, k: int):
+        (g,) = prepare([(self.ds.ids[k], self.ds[k])], self.table, self.config,
+                       kspace=self.config.train.kspace_grid > 0, progress=False, desc="")
+        return g.to(self.device)
+
+
 def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *, progress: bool = True,
           log=print, resume: bool = True) -> dict:
     """Train; returns the final state (epoch, best validation score, history).  See the module docstring."""
@@ -210,13 +227,17 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
     log(f"NextHAM: {model.n_parameters():,} parameters, {len(config.model.ranges)} sub-model(s), "
         f"device {device}, {len(ds_train)} training / {len(ds_val)} validation structures")
 
-    t0 = time.perf_counter()
-    graphs = prepare(zip(ds_train.ids, (ds_train[k] for k in range(len(ds_train)))), table, config, kspace=tc.kspace_grid > 0,
-                     progress=progress, desc="preparing training graphs")
-    val_graphs = prepare(zip(ds_val.ids, (ds_val[k] for k in range(len(ds_val)))), table, config, kspace=False,
-                         progress=progress, desc="preparing validation graphs")
-    log(f"prepared {len(graphs) + len(val_graphs)} graphs in {time.perf_counter() - t0:.1f} s")
-    graphs = [g.to(device) for g in graphs]
+    if tc.cache_graphs:
+        t0 = time.perf_counter()
+        graphs = prepare(zip(ds_train.ids, (ds_train[k] for k in range(len(ds_train)))), table, config,
+                         kspace=tc.kspace_grid > 0, progress=progress, desc="preparing training graphs")
+        val_graphs = prepare(zip(ds_val.ids, (ds_val[k] for k in range(len(ds_val)))), table, config, kspace=False,
+                             progress=progress, desc="preparing validation graphs")
+        log(f"prepared {len(graphs) + len(val_graphs)} graphs in {time.perf_counter() - t0:.1f} s")
+        graphs = [g.to(device) for g in graphs]
+    else:
+        graphs = _LazyGraphs(ds_train, table, config, device)
+        val_graphs = None
 
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
     total = tc.epochs * len(graphs)
