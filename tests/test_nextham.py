@@ -129,7 +129,6 @@ def test_prediction_is_invariant_to_inversion_parity(si_sample):
     inv = s.copy()
     inv.crystal = type(s.crystal)(s.crystal.numbers, -s.crystal.positions, -s.crystal.cell, s.crystal.pbc)
     sign = {z: np.concatenate([np.full(2 * l + 1, (-1.0) ** l) for l in b.ls]) for z, b in s.basis.items()}
-    n = s.orbitals_per_atom
 
     def flip(flat, spinor):
         out = flat.copy()
@@ -142,7 +141,6 @@ def test_prediction_is_invariant_to_inversion_parity(si_sample):
             ni, nj = len(si), len(sj)
             out[a:b] = (flat[a:b].reshape(ni, nj) * si[:, None] * sj[None, :]).reshape(-1)
         return out
-    assert len(n)
     inv.H, inv.H0, inv.S = flip(s.H, True), flip(s.H0, True), flip(s.S, False)
     g, g_inv = _graph(s, table), _graph(inv, table)
     got = _full(g_inv, m(g_inv).dh)

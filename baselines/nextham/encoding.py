@@ -30,6 +30,7 @@ pairs into its slot's columns of a dense feature vector, and reads them back the
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -43,13 +44,12 @@ _PAULI_E3NN = np.array([
     [[0, 1], [1, 0]],
 ], dtype=np.complex128)
 
-#: ``P v`` maps project Cartesian (x, y, z) to e3nn's (y, z, x) frame.
-FRAME_PERMUTATION = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float64)
-
-
 def to_e3nn_frame(vectors):
-    """Cartesian vectors (..., 3) in Angstrom, project frame -> e3nn frame ``(y, z, x)``."""
-    return vectors[..., [1, 2, 0]]
+    """Cartesian vectors (..., 3) in Angstrom, project frame -> e3nn frame ``(y, z, x)``
+    (:data:`materials_ham.rotations.PERMUTATION_TO_E3NN`)."""
+    from materials_ham.rotations import PERMUTATION_TO_E3NN
+
+    return np.asarray(vectors) @ PERMUTATION_TO_E3NN.T
 
 
 def _parity(l1: int, l2: int) -> int:
@@ -158,20 +158,17 @@ class SlotTable:
         """e3nn ``Irreps`` of the dense vector with equal irreps merged, sorted by (l, parity)."""
         from e3nn import o3
 
-        count: dict = {}
-        for ir, _ in self._pieces():
-            count[ir] = count.get(ir, 0) + 1
+        count = Counter(ir for ir, _ in self._pieces())
         return o3.Irreps([(count[ir], ir) for ir in sorted(count)])
 
     def grouped_columns(self) -> np.ndarray:
         """(dim,) int64: the position in the :meth:`grouped_irreps` layout of each column of the
         slot-ordered dense vector (e3nn stores ``mul x ir`` as (mul, 2l+1), multiplicity-major)."""
         pieces = self._pieces()
-        order = sorted({ir for ir, _ in pieces})
+        counts = Counter(ir for ir, _ in pieces)
         base, seen, out = {}, {}, np.empty(self.dim, np.int64)
         total = 0
-        counts = {ir: sum(1 for i, _ in pieces if i == ir) for ir in order}
-        for ir in order:
+        for ir in sorted(counts):
             base[ir] = total
             total += counts[ir] * (2 * ir[0] + 1)
         for ir, start in pieces:
@@ -225,7 +222,7 @@ def plan_blocks(table: SlotTable, numbers: np.ndarray, edge_index: np.ndarray) -
     the order they appear in the flat block array (each block ``(2 n_i, 2 n_j)``, row-major, spin
     major).  Returns one :class:`PairPlan` per shell-pair kind ``(l1, l2)`` present.
     """
-    from materials_ham.conventions import shell_sizes
+    from materials_ham.conventions import shell_sizes, spin_view
 
     index = table.slot_index()
     per_z = {}
@@ -247,8 +244,9 @@ def plan_blocks(table: SlotTable, numbers: np.ndarray, edge_index: np.ndarray) -
         for a, l1 in enumerate(ls_i):
             for b, l2 in enumerate(ls_j):
                 n1, n2 = 2 * l1 + 1, 2 * l2 + 1
-                s, t, m1, m2 = np.meshgrid(np.arange(2), np.arange(2), np.arange(n1), np.arange(n2), indexing="ij")
-                local = ((s * n_i + off_i[a] + m1) * (2 * n_j) + t * n_j + off_j[b] + m2).reshape(-1)
+                # entries X[s, t, m1, m2] of this shell pair inside the block (spin layout: spin_view)
+                local = spin_view(np.arange(4 * n_i * n_j), n_i, n_j)[
+                    :, off_i[a]:off_i[a] + n1, :, off_j[b]:off_j[b] + n2].transpose(0, 2, 1, 3).reshape(-1)
                 k = index[lab_i[a] + lab_j[b]]
                 groups.setdefault((l1, l2), []).append((sel, start[sel][:, None] + local[None, :], k))
     plans = []

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from materials_ham.conventions import HEADLINE_EDGE_CUTOFF
+from materials_ham.conventions import spin_view
+from materials_ham.gauge import scored_edges, spinor_overlap
 
 from .encoding import SlotTable, encode, plan_blocks, to_e3nn_frame
 
@@ -122,25 +123,12 @@ def _hermitian_partner(sample, scored: np.ndarray) -> np.ndarray:
 
 
 def _bloch_positions(sample, scored: np.ndarray) -> np.ndarray:
+    """Row-major position in the (2 nao, 2 nao) spin-major Bloch matrix of every scored entry."""
     n = sample.orbitals_per_atom
     nao = int(n.sum())
-    off = np.concatenate([[0], np.cumsum(n)])[:-1]
-    out = []
-    for e in scored:
-        i, j = sample.edge_index[e]
-        s, a, t, b = np.meshgrid(np.arange(2), np.arange(n[i]), np.arange(2), np.arange(n[j]), indexing="ij")
-        out.append(((s * nao + off[i] + a) * (2 * nao) + t * nao + off[j] + b).reshape(-1))
-    return np.concatenate(out)
-
-
-def _spinor_overlap(sample, scored: np.ndarray) -> np.ndarray:
-    n = sample.orbitals_per_atom
-    out = []
-    for e in scored:
-        i, j = sample.edge_index[e]
-        S = sample.block("S", e)
-        z = np.zeros_like(S)
-        out.append(np.block([[S, z], [z, S]]).reshape(-1))
+    off = sample.orbital_offsets
+    matrix = spin_view(np.arange(4 * nao * nao), nao, nao)
+    out = [matrix[:, off[i]:off[i] + n[i], :, off[j]:off[j] + n[j]].reshape(-1) for i, j in sample.edge_index[scored]]
     return np.concatenate(out)
 
 
@@ -163,7 +151,7 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
     ``kspace_grid`` > 0 also prepares the reference of the reciprocal-space loss."""
     lengths = sample.edge_lengths()
     onsite = sample.is_onsite
-    scored = np.nonzero(lengths < HEADLINE_EDGE_CUTOFF)[0]
+    scored = scored_edges(sample)
     s_len, s_on = lengths[scored], onsite[scored]
     in_graph = (~s_on) & (s_len < cutoff)
     graph_pos = np.full(len(scored), -1, np.int64)
@@ -176,7 +164,7 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
     perm_inv = table.grouped_columns()
     dense = encode(table, plans, h0, len(scored)) / input_scale
     target = encode(table, plans, h - h0, len(scored)) / target_scale
-    dense = dense[:, perm_inv_to_grouped(perm_inv)]
+    dense = dense[:, np.argsort(perm_inv)]          # slot order -> grouped irreps layout
 
     n_slots = table.n_slots
     n_atoms = len(sample.crystal)
@@ -218,7 +206,7 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
         src=i64(sample.edge_index[e_sel, 0]), dst=i64(sample.edge_index[e_sel, 1]),
         vec=f(to_e3nn_frame(vec)), length=f(lengths[e_sel]),
         x_node=f(x_node), x_edge=f(dense[in_graph]),
-        h0=torch.from_numpy(h0), h=torch.from_numpy(h), s_spinor=f(_spinor_overlap(sample, scored)),
+        h0=torch.from_numpy(h0), h=torch.from_numpy(h), s_spinor=f(spinor_overlap(sample)[take]),
         herm=i32(_hermitian_partner(sample, scored)),
         entry_edge=i32(np.repeat(np.arange(len(scored)), 4 * sample.block_sizes[scored])),
         scored_shift=i64(sample.edge_shift[scored]), kpos=i32(_bloch_positions(sample, scored)),
@@ -228,10 +216,3 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
         trace_node=f(t_node), trace_node_mask=torch.from_numpy(m_node),
         scored_take=take, n_full=len(sample.H), **kdata,
     )
-
-
-def perm_inv_to_grouped(perm_inv: np.ndarray) -> np.ndarray:
-    """Column order that turns a slot-ordered dense vector into the grouped layout."""
-    out = np.empty_like(perm_inv)
-    out[perm_inv] = np.arange(len(perm_inv))
-    return out

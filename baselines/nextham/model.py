@@ -302,10 +302,8 @@ class NextHAM(nn.Module):
         self.table = table
         self.subs = nn.ModuleList(SubModel(cfg, table) for _ in cfg.ranges)
         self.register_buffer("ranges", torch.tensor(cfg.ranges, dtype=torch.float64))
-        maps = {}
-        for (l1, _, l2, _) in table.slots:
-            maps.setdefault((l1, l2), torch.from_numpy(pair_map(l1, l2)))
-        self._maps = {k: v for k, v in maps.items()}   # constants (float64); cast on use
+        # the encoding's orthogonal maps per (l1, l2): constants (float64), cast on use
+        self._maps = {(l1, l2): torch.from_numpy(pair_map(l1, l2)) for (l1, _, l2, _) in table.slots}
         # grouped irreps layout (what the head outputs) -> slot order (contiguous per shell pair)
         self.register_buffer("to_slot", torch.from_numpy(table.grouped_columns()), persistent=False)
 

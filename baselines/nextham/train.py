@@ -115,18 +115,16 @@ def set_scales(cfg: ModelConfig, samples) -> None:
     """Data-driven units (eV) of the model: ``input_scale`` RMS of H0, ``target_scale`` RMS of
     H - H0 over scored entries; ``node_scale``/``edge_scale`` RMS of the gauge-standardised
     correction on on-site / off-site entries within the model's cutoff (the gauge mu* S is not
-    something the model has to learn)."""
-    from materials_ham.gauge import spinor_overlap
+    something the model has to learn).  ``samples``: any iterable (streamed, one at a time)."""
+    from materials_ham.gauge import gauge_shift, scored_edges, spinor_overlap
 
     acc = np.zeros((4, 2))
     for s in samples:
         L = np.repeat(s.edge_lengths(), 4 * s.block_sizes)
         on = np.repeat(s.is_onsite, 4 * s.block_sizes)
         keep = L < HEADLINE_EDGE_CUTOFF
-        S = spinor_overlap(s)
-        D = (s.H - s.H0)
-        mu = float(np.sum((D.real * S)[keep]) / np.sum((S * S)[keep]))
-        G = D - mu * S
+        D = s.H - s.H0
+        G = D - gauge_shift(s, D, scored_edges(s)) * spinor_overlap(s)
         for k, (x, m) in enumerate(((s.H0, keep), (D, keep), (G, on), (G, ~on & (L < cfg.cutoff)))):
             acc[k] += (float(np.sum(np.abs(x[m]) ** 2)), int(m.sum()))
     rms = np.sqrt(acc[:, 0] / np.maximum(acc[:, 1], 1))
@@ -221,8 +219,7 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
         opt_state = load_optimizer_state(last)
         log(f"resuming from {last} at epoch {state['epoch']}")
     else:
-        samples = [ds_train[k] for k in range(len(ds_train))]
-        set_scales(config.model, samples)
+        set_scales(config.model, (ds_train[k] for k in range(len(ds_train))))
         model = build_model(config.model, table, _dtype(tc.dtype)).to(device)
     log(f"NextHAM: {model.n_parameters():,} parameters, {len(config.model.ranges)} sub-model(s), "
         f"device {device}, {len(ds_train)} training / {len(ds_val)} validation structures")
