@@ -23,7 +23,7 @@ from materials_ham.rotations import random_rotation, rotate_sample, wigner_d  # 
 
 SMALL = ModelConfig(mul={0: 6, 1: 3, 2: 2, 3: 1, 4: 1, 5: 1}, n_blocks=2, heads=2, n_rbf=8, radial_hidden=8,
                     cutoff=5.0, ranges=[[0.0, 3.0], [3.0, 5.0]], input_scale=5.0, target_scale=0.05,
-                    zero_init_output=False)
+                    zero_init_output=False, onsite_operator=True)
 
 
 def _table(*samples):
@@ -38,9 +38,9 @@ def _graph(sample, table, cfg=SMALL, dtype=torch.float64, kspace_grid=0):
                        target_scale=cfg.target_scale, dtype=dtype, kspace_grid=kspace_grid)
 
 
-def _model(table, seed=0):
+def _model(table, seed=0, cfg=SMALL):
     torch.manual_seed(seed)
-    m = build_model(SMALL, table, torch.float64)
+    m = build_model(cfg, table, torch.float64)
     m.eval()
     return m
 
@@ -171,18 +171,72 @@ def test_prediction_is_invariant_to_translation_and_atom_permutation(gaas_sample
 
 
 def test_prediction_is_hermitian_and_far_edges_keep_h0(gaas_sample):
-    s = gaas_sample
-    table = _table(s)
-    m = _model(table)
-    g = _graph(s, table)
-    H = m.predict_flat(g, s.H0)
+    """Edges beyond the last range keep H0 without the operator term; with it, only unscored
+    edges (>= 8 A) do."""
+    from dataclasses import replace
+
+    from materials_ham.conventions import HEADLINE_EDGE_CUTOFF
     from materials_ham.evaluate.predictions import EdgeLayout
 
-    err, _ = EdgeLayout.from_sample(s).hermiticity_error(H)
-    assert err < 1e-12
-    beyond = np.repeat(s.edge_lengths() >= SMALL.ranges[-1][1], 4 * s.block_sizes)
-    assert beyond.any() and np.array_equal(H[beyond], s.H0[beyond])
-    assert np.abs(H - s.H0)[~beyond].max() > 0          # and the rest is corrected
+    s = gaas_sample
+    table = _table(s)
+    lengths = np.repeat(s.edge_lengths(), 4 * s.block_sizes)
+    for cfg, edge in ((replace(SMALL, onsite_operator=False), SMALL.ranges[-1][1]), (SMALL, HEADLINE_EDGE_CUTOFF)):
+        m = _model(table, cfg=cfg)
+        H = m.predict_flat(_graph(s, table, cfg), s.H0)
+        err, _ = EdgeLayout.from_sample(s).hermiticity_error(H)
+        assert err < 1e-12
+        beyond = lengths >= edge
+        assert beyond.any() and np.array_equal(H[beyond], s.H0[beyond])
+        assert np.abs(H - s.H0)[~beyond].max() > 0          # and the rest is corrected
+
+
+def test_onsite_operator_term_is_half_s_x_plus_x_s_in_real_and_reciprocal_space(gaas_sample):
+    """The operator term on every scored edge is 1/2 (S_ij(R) X_j + X_i S_ij(R)) (S x I2, spin-major),
+    so its Bloch sum is 1/2 (S(k) X + X S(k)) with the S of the scored edges: a correction whose
+    Rayleigh quotient on S(k)'s near-null space stays bounded by |X|."""
+    s = gaas_sample
+    table = _table(s)
+    g = _graph(s, table)
+    rng = np.random.default_rng(3)
+    n = s.orbitals_per_atom
+    Xs = []
+    x = np.zeros(len(g.h0), complex)
+    for a in range(s.n_atoms):
+        A = rng.normal(size=(2 * n[a], 2 * n[a])) + 1j * rng.normal(size=(2 * n[a], 2 * n[a]))
+        Xs.append(A + A.conj().T)
+        x[int(g.onsite_start[a]):int(g.onsite_start[a]) + 4 * n[a] ** 2] = Xs[-1].reshape(-1)
+    got = NextHAM._operator_term(g, torch.from_numpy(x)).numpy()
+
+    from materials_ham.gauge import scored_edges
+
+    scored = scored_edges(s)
+    pos = 0
+    for e in scored:
+        i, j = s.edge_index[e]
+        S = np.kron(np.eye(2), s.block("S", e))
+        want = 0.5 * (S @ Xs[j] + Xs[i] @ S)
+        assert np.allclose(got[pos:pos + want.size], want.reshape(-1), atol=1e-12)
+        pos += want.size
+    assert pos == len(got)
+
+    # reciprocal space: T(k) = 1/2 (S_scored(k) X + X S_scored(k))
+    k = np.array([0.13, -0.27, 0.41])
+    nao = s.nao
+    T = np.zeros(4 * nao * nao, complex)
+    Sk = np.zeros((2 * nao, 2 * nao), complex)
+    phase = np.exp(2j * np.pi * s.edge_shift[scored] @ k)
+    np.add.at(T, g.kpos.numpy(), got * phase[g.entry_edge.numpy()])
+    off = s.orbital_offsets
+    for c, e in enumerate(scored):
+        i, j = s.edge_index[e]
+        Sk[off[i]:off[i] + n[i], off[j]:off[j] + n[j]] += phase[c] * s.block("S", e)
+    Sk[nao:, nao:] = Sk[:nao, :nao]
+    X = np.zeros_like(Sk)
+    for a in range(s.n_atoms):
+        idx = np.concatenate([off[a] + np.arange(n[a]), nao + off[a] + np.arange(n[a])])
+        X[np.ix_(idx, idx)] = Xs[a]
+    assert np.allclose(T.reshape(2 * nao, 2 * nao), 0.5 * (Sk @ X + X @ Sk), atol=1e-10)
 
 
 # ------------------------------------------------------------------------------- training

@@ -21,7 +21,8 @@ def cli():
 @cli.command()
 @click.option("--dataset", required=True, help="Packed dataset folder (or name).")
 @click.option("--config", "config_name", default="cpu", show_default=True,
-              help="Config file (YAML/JSON) or a shipped config: cpu, tiny, paper.")
+              help="Config file (YAML/JSON) or the name of a shipped one (baselines/nextham/configs: cpu, "
+                   "cpu-operator, cpu-operator-only, cpu-real-space-only, paper, tiny).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints last/, best/).")
 @click.option("--epochs", type=int, default=None, help="Override the config's number of epochs.")
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")

@@ -10,7 +10,8 @@ memory as torch tensors.  Edge sets, all subsets of the sample's edges:
   passing runs on them and the model predicts their correction.
 * **nodes**: atoms; the on-site block (i, i, 0) of atom i is node i's input and output.
 
-Scored edges the model does not predict keep H0 (the paper keeps H0 beyond its last range).
+Scored edges outside the graph keep H0 (the paper keeps H0 beyond its last range), apart from the
+optional on-site-operator term 1/2 (S X + X S) of :mod:`.model`, which covers every scored edge.
 """
 from __future__ import annotations
 
@@ -42,6 +43,19 @@ class OutputPlan:
 
 
 @dataclass
+class OperatorGroup:
+    """Scored edges with one block shape (2 n_i, 2 n_j), for the on-site-operator term
+    1/2 (S X + X S): ``start`` (m,) first position of each edge's block in the scored flat array,
+    ``i``/``j`` (m,) its atoms."""
+
+    ni: int
+    nj: int
+    start: torch.Tensor
+    i: torch.Tensor
+    j: torch.Tensor
+
+
+@dataclass
 class Graph:
     """Tensors of one structure (float tensors in ``dtype``; complex ones complex128).
 
@@ -55,6 +69,8 @@ class Graph:
     the (2 nao, 2 nao) Bloch matrix.  Plans: ``edge_plans``/``node_plans`` (:class:`OutputPlan`).
     Trace labels: ``trace_edge`` (Eg, n_slots), ``trace_node`` (N, n_slots) of tr(dH dH^dagger) per
     shell pair in (eV / target_scale)^2, with masks ``trace_edge_mask``/``trace_node_mask``.
+    On-site operator term: ``onsite_start`` (N,) first position of atom i's on-site block in the
+    scored flat array, ``op_groups`` the scored edges by block shape (:class:`OperatorGroup`).
     """
 
     sid: str
@@ -80,6 +96,8 @@ class Graph:
     trace_edge_mask: torch.Tensor
     trace_node: torch.Tensor
     trace_node_mask: torch.Tensor
+    onsite_start: torch.Tensor
+    op_groups: list
     scored_take: np.ndarray          # (F,) positions of the scored entries in the sample's flat H
     n_full: int                      # length of the sample's flat H
     kpts: torch.Tensor = None        # (K, 3) reduced k-points of the reciprocal-space loss
@@ -98,6 +116,8 @@ class Graph:
                 v = v.to(device)
             elif k.endswith("_plans"):
                 v = [OutputPlan(p.l1, p.l2, *(t.to(device) for t in (p.owner, p.start, p.flat, p.slot))) for p in v]
+            elif k == "op_groups":
+                v = [OperatorGroup(q.ni, q.nj, *(t.to(device) for t in (q.start, q.i, q.j))) for q in v]
             out[k] = v
         return Graph(**out)
 
@@ -130,6 +150,23 @@ def _bloch_positions(sample, scored: np.ndarray) -> np.ndarray:
     matrix = spin_view(np.arange(4 * nao * nao), nao, nao)
     out = [matrix[:, off[i]:off[i] + n[i], :, off[j]:off[j] + n[j]].reshape(-1) for i, j in sample.edge_index[scored]]
     return np.concatenate(out)
+
+
+def _operator_groups(sample, scored: np.ndarray) -> tuple[np.ndarray, list]:
+    """(onsite_start (N,), [OperatorGroup]) of the scored flat array (see :class:`Graph`)."""
+    n = sample.orbitals_per_atom
+    i, j = sample.edge_index[scored, 0], sample.edge_index[scored, 1]
+    size = 4 * n[i] * n[j]
+    start = np.concatenate([[0], np.cumsum(size)])[:-1]
+    onsite = sample.is_onsite[scored]
+    onsite_start = np.zeros(len(n), np.int64)
+    onsite_start[i[onsite]] = start[onsite]
+    groups = []
+    for ni, nj in sorted(set(zip(n[i].tolist(), n[j].tolist()))):
+        sel = (n[i] == ni) & (n[j] == nj)
+        groups.append(OperatorGroup(int(ni), int(nj), *(torch.from_numpy(np.ascontiguousarray(a[sel]).astype(np.int64))
+                                                         for a in (start, i, j))))
+    return onsite_start, groups
 
 
 def kspace_reference(sample, scored_take: np.ndarray, grid: int):
@@ -201,6 +238,7 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
                      k_vecs=torch.from_numpy(vecs).to(cplx), k_far=torch.from_numpy(far).to(cplx))
     i64 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)  # noqa: E731
     i32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int32)  # noqa: E731 (big index arrays)
+    onsite_start, op_groups = _operator_groups(sample, scored)
     return Graph(
         sid=str(sid), numbers=i64(sample.crystal.numbers),
         src=i64(sample.edge_index[e_sel, 0]), dst=i64(sample.edge_index[e_sel, 1]),
@@ -214,5 +252,6 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
         edge_plans=edge_plans, node_plans=node_plans,
         trace_edge=f(trace[in_graph]), trace_edge_mask=torch.from_numpy(mask[in_graph]),
         trace_node=f(t_node), trace_node_mask=torch.from_numpy(m_node),
+        onsite_start=i64(onsite_start), op_groups=op_groups,
         scored_take=take, n_full=len(sample.H), **kdata,
     )

@@ -13,6 +13,15 @@ Composed of named blocks (MACE-style):
   to spinor blocks (all four spin blocks, real and imaginary parts), times the envelope
   exp(-gamma r) on off-site blocks, then made Hermitian: dH_e <- (dH_e + dH_rev(e)^dagger) / 2.
 * :class:`NextHAM` - one or several sub-models, each responsible for an edge-length range.
+* Optional **on-site-operator term** (``onsite_operator``): a Hermitian spinor operator X_i per atom,
+  decoded from node features like an on-site block, enters as dH += 1/2 (S X + X S) on every scored
+  edge, i.e. dH_ij(R) += 1/2 (S_ij(R) X_j + X_i S_ij(R)) with S x I2; in k-space (scored edges)
+  this is 1/2 (S(k) X + X S(k)).  It holds the smooth part of the SCF change exactly (a potential
+  change v that is constant near atoms i and j gives dH_ij = v S_ij) and it is gentler on
+  ill-conditioned overlaps: for c with S(k) c = lambda c, c^dagger dH c / c^dagger S c is bounded
+  by |X|, where a free correction's error e gives e / lambda.  Couplings between a near-null
+  direction and the others are *not* bounded this way (about |X| / sqrt(lambda) in an
+  S-orthonormal basis), so the reciprocal-space loss is still needed.
 
 Units: lengths in Angstrom, energies in eV (features are scaled by ``input_scale`` /
 ``node_scale``/``edge_scale`` from the config).  All features live in e3nn's frame (:mod:`.encoding`).
@@ -57,6 +66,8 @@ class ModelConfig:
     target_scale: float = 1.0         # eV: trace labels are in units of target_scale^2
     node_scale: float = 1.0           # eV: unit of the on-site output
     edge_scale: float = 1.0           # eV: unit of the off-site output
+    onsite_operator: bool = False     # add 1/2 (S X + X S) with a per-atom operator X (module docstring)
+    free_correction: bool = True      # the free node/edge correction (off: the operator term only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -241,17 +252,21 @@ class OutputHead(nn.Module):
     """Hidden features -> encoded correction (grouped slot irreps) of nodes and edges.
     ``zero_init``: weights start at zero, so an untrained model predicts H = H0 exactly."""
 
-    def __init__(self, irreps_h: o3.Irreps, irreps_out: o3.Irreps, zero_init: bool = False):
+    def __init__(self, irreps_h: o3.Irreps, irreps_out: o3.Irreps, zero_init: bool = False,
+                 operator: bool = False):
         super().__init__()
         self.node = o3.Linear(irreps_h, irreps_out)
         self.edge = o3.Linear(irreps_h, irreps_out)
+        self.operator = o3.Linear(irreps_h, irreps_out) if operator else None
         if zero_init:
             with torch.no_grad():
-                self.node.weight.zero_()
-                self.edge.weight.zero_()
+                for lin in (self.node, self.edge, self.operator):
+                    if lin is not None:
+                        lin.weight.zero_()
 
     def forward(self, h, f):
-        return self.node(h), self.edge(f)
+        """(node correction, edge correction, on-site operator X or None), encoded."""
+        return self.node(h), self.edge(f), (self.operator(h) if self.operator is not None else None)
 
 
 class SubModel(nn.Module):
@@ -266,7 +281,8 @@ class SubModel(nn.Module):
         self.embed = Embedding(self.irreps_in, self.irreps_h, cfg.n_rbf)
         self.blocks = nn.ModuleList(TransformerBlock(self.irreps_h, self.irreps_sh, cfg, table.n_slots)
                                     for _ in range(cfg.n_blocks))
-        self.head = OutputHead(self.irreps_h, self.irreps_in, zero_init=cfg.zero_init_output)
+        self.head = OutputHead(self.irreps_h, self.irreps_in, zero_init=cfg.zero_init_output,
+                               operator=cfg.onsite_operator)
 
     def forward(self, g: Graph):
         sh = o3.spherical_harmonics(self.irreps_sh, g.vec, normalize=True, normalization="component")
@@ -278,8 +294,8 @@ class SubModel(nn.Module):
             if zn is not None:
                 z_nodes.append(zn)
                 z_edges.append(ze)
-        node_out, edge_out = self.head(h, f)
-        return node_out, edge_out, z_nodes, z_edges
+        node_out, edge_out, op_out = self.head(h, f)
+        return node_out, edge_out, op_out, z_nodes, z_edges
 
 
 @dataclass
@@ -318,15 +334,39 @@ class NextHAM(nn.Module):
         env = torch.exp(-self.cfg.envelope_gamma * g.length)[:, None]
         for k, sub in enumerate(self.subs):
             lo, hi = float(self.ranges[k, 0]), float(self.ranges[k, 1])
-            node_out, edge_out, zn, ze = sub(g)
+            node_out, edge_out, op_out, zn, ze = sub(g)
             z_node += zn
             z_edge += ze
-            keep = ((g.length >= lo) & (g.length < hi)).to(dtype)[:, None]
-            self._scatter(dh, g.edge_plans, edge_out * (env * keep * self.cfg.edge_scale))
+            if self.cfg.free_correction:
+                keep = ((g.length >= lo) & (g.length < hi)).to(dtype)[:, None]
+                self._scatter(dh, g.edge_plans, edge_out * (env * keep * self.cfg.edge_scale))
             if lo <= 0.0 < hi:
-                self._scatter(dh, g.node_plans, node_out * self.cfg.node_scale)
+                if self.cfg.free_correction:
+                    self._scatter(dh, g.node_plans, node_out * self.cfg.node_scale)
+                if op_out is not None:
+                    x = torch.zeros_like(dh)
+                    self._scatter(x, g.node_plans, op_out * self.cfg.node_scale)
+                    dh = dh + self._operator_term(g, x)
         dh = 0.5 * (dh + dh[g.herm.long()].conj())
         return Output(dh, z_node, z_edge)
+
+    @staticmethod
+    def _operator_term(g: Graph, x: torch.Tensor) -> torch.Tensor:
+        """1/2 (S X + X S) on the scored flat array, from ``x`` (F,) holding each atom's operator
+        X_i in its on-site block (eV).  X need not be Hermitian here: the final symmetrisation
+        of dH turns the term into the one of X's Hermitian part."""
+        out = torch.zeros_like(x)
+        s = g.s_spinor.to(x.real.dtype)
+        for q in g.op_groups:
+            ni, nj, m = q.ni, q.nj, len(q.start)
+            blk = q.start[:, None] + torch.arange(4 * ni * nj, device=x.device)
+            S = s[blk].reshape(m, 2, ni, 2, nj)[:, 0, :, 0, :].to(x.dtype)             # (m, ni, nj)
+            Xi = x[g.onsite_start[q.i][:, None] + torch.arange(4 * ni * ni, device=x.device)]
+            Xj = x[g.onsite_start[q.j][:, None] + torch.arange(4 * nj * nj, device=x.device)]
+            sx = torch.einsum("mac,mscq->msaq", S, Xj.reshape(m, 2, nj, 2 * nj))        # (S x I2) X_j
+            xs = torch.einsum("mptc,mcb->mptb", Xi.reshape(m, 2 * ni, 2, ni), S)         # X_i (S x I2)
+            out.index_put_((blk.reshape(-1),), 0.5 * (sx.reshape(-1) + xs.reshape(-1)), accumulate=True)
+        return out
 
     def _scatter(self, out: torch.Tensor, plans, feats: torch.Tensor) -> None:
         """Decode grouped-layout features (rows: owners) of every shell pair and add them into the
