@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FormatError, MaterialsHamError, ValidationFailed
+from .generate import CLUSTER_WAIT
 
 # Wide enough for the tables when output goes to a file or pipe (rich would assume 80 columns).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
@@ -197,27 +198,31 @@ def structures(preset, source, out, max_atoms, split, holdout_elements, holdout_
               help="Staging folder (re-running with the same folder resumes).")
 @click.option("--workers", type=int, default=None, help="Local workers (default: number of cores).")
 @click.option("--scheduler", default=None, help="Address of an existing dask scheduler (tcp://host:8786).")
-@click.option("--cluster", type=click.Choice(["local", "slurm", "pbs"]), default="local", show_default=True)
-@click.option("--jobs", type=int, default=1, show_default=True, help="SLURM/PBS: number of batch jobs (workers).")
+@click.option("--cluster", type=click.Choice(["local", "slurm", "pbs"]), default="local", show_default=True,
+              help="slurm/pbs: dask workers in batch jobs (dask-jobqueue) submitted from this machine; the staging "
+                   "folder and this Python environment must be on a filesystem the compute nodes share.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="SLURM/PBS: number of batch jobs (one single-threaded worker each).")
 @click.option("--queue", default=None, help="SLURM partition / PBS queue.")
+@click.option("--walltime", default="24:00:00", show_default=True, help="SLURM/PBS: wall time of each batch job.")
+@click.option("--cluster-wait", type=click.FloatRange(min=0), default=CLUSTER_WAIT, show_default=True,
+              help="SLURM/PBS: seconds to wait for the first job's worker to connect before giving up (0: no limit).")
 @click.option("--timeout", type=float, default=3600, show_default=True, help="Per-structure time limit (s).")
-@click.option("--memory-limit", type=float, default=6144, show_default=True, help="Per-structure memory limit (MiB).")
+@click.option("--memory-limit", type=float, default=6144, show_default=True,
+              help="Per-structure memory limit (MiB). SLURM/PBS jobs request it + 2 GiB (at least 8 GiB).")
 @click.option("--retry-failed", is_flag=True, help="Try again the structures that failed before.")
 @click.option("--id", "ids", multiple=True, help="Only these catalog ids (repeatable).")
 @_engine_options
-def generate(catalog, out, workers, scheduler, cluster, jobs, queue, timeout, memory_limit, retry_failed, ids,
-             engine, basis, kpt_density, kpts, smearing, grid_spacing):
+def generate(catalog, out, workers, scheduler, cluster, jobs, queue, walltime, cluster_wait, timeout, memory_limit,
+             retry_failed, ids, engine, basis, kpt_density, kpts, smearing, grid_spacing):
     """Run the engine on every structure of CATALOG into a staging folder (resumable; dask)."""
-    from .generate import Limits, generate as run, make_client
+    from .generate import Limits, generate as run
 
     settings = _engine_settings(basis, kpt_density, kpts, smearing, grid_spacing)
-    client = None
-    if scheduler or cluster != "local":
-        client = make_client(scheduler=scheduler, cluster=cluster, jobs=jobs,
-                             cluster_options={"queue": queue} if queue else None)
+    cluster_options = {"walltime": walltime, **({"queue": queue} if queue else {})}
     summary = run(catalog, out, engine=engine, settings=settings, limits=Limits(timeout, memory_limit),
-                  client=client, workers=workers, retry_failed=retry_failed, ids=list(ids) or None,
-                  log=console.print)
+                  workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, cluster_options=cluster_options,
+                  cluster_wait=cluster_wait, retry_failed=retry_failed, ids=list(ids) or None, log=console.print)
     console.print(f"{summary.done} computed, {summary.failed} failed, {summary.skipped_done} already done "
                   f"of {summary.total} in {summary.wall_seconds:.0f} s; staging folder {out}")
     if summary.failures:
@@ -304,7 +309,8 @@ def card(dataset, name, copy_to):
 @click.option("--no-bands", is_flag=True, help="Matrix metrics only (skip the eigenvalue solves).")
 @click.option("--kgrid", nargs=3, type=int, default=None, help="Monkhorst-Pack grid of the band metrics [4 4 4].")
 @click.option("--path-points", type=int, default=None, help="Points on the high-symmetry path [40].")
-@click.option("--workers", type=int, default=1, show_default=True, help="Threads scoring structures in parallel.")
+@click.option("--workers", type=int, default=None,
+              help="Threads scoring structures in parallel [default: 2, or 1 on a 1-core machine].")
 def evaluate_cmd(predictions, dataset, split, json_out, report_dir, cache_dir, no_cache, no_bands, kgrid, path_points,
                  workers):
     """Score a PREDICTIONS store (from materials_ham.write_predictions) against a dataset split."""
@@ -318,6 +324,8 @@ def evaluate_cmd(predictions, dataset, split, json_out, report_dir, cache_dir, n
         check_report_folder(report_dir)
     if not no_cache and cache_dir is None:
         cache_dir = Path(os.environ.get("MATERIALS_HAM_CACHE") or Path.home() / ".cache" / "materials-ham") / "evaluate"
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
     ev = Evaluator(dataset or EVALUATOR_NAME, split=split, bands=not no_bands, kgrid=kgrid, path_points=path_points,
                    cache_dir=None if no_cache else cache_dir, workers=workers, progress=sys.stderr.isatty())
     result = ev.evaluate(predictions, details=report_dir is not None)

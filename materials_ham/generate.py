@@ -10,6 +10,7 @@ Staging layout (``generate CATALOG --out DIR``; what :func:`materials_ham.store.
                              timeout | memory | crash | structure
     DIR/rejected/<id>.npz    samples that failed validation, kept for inspection
     DIR/logs/<id>.log        the engine process's stderr
+    DIR/logs/batch/          SLURM/PBS: the job script and the batch jobs' output
 
 Each structure runs in its own process, started by a dask task: the task enforces the
 per-structure time and memory limits (killing the process), and the process writes its sample
@@ -20,13 +21,15 @@ most the structures in flight.  The engine process dies with the task that start
 (``PR_SET_PDEATHSIG`` on Linux), so no orphan keeps computing after a kill.
 
 Clusters: a ``LocalCluster`` with one single-threaded worker per core by default, an existing
-scheduler by address, or SLURM/PBS through ``dask-jobqueue`` (the staging folder must then be on
-a filesystem the compute nodes share).
+scheduler by address, or SLURM/PBS through ``dask-jobqueue`` (the staging folder and the Python
+environment must then be on a filesystem the compute nodes share; see :func:`make_client`).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -279,12 +282,35 @@ def _child_main(parent_pid: int) -> None:
 # ----------------------------------------------------------------------------- clusters
 
 
+#: Seconds ``generate`` waits for the first SLURM/PBS job's dask worker to connect (0: no limit).
+CLUSTER_WAIT = 1800.0
+#: Batch systems: the dask-jobqueue cluster class, the submit command, the command that shows a job.
+BATCH_SYSTEMS = {"slurm": ("SLURMCluster", "sbatch", "squeue -j"), "pbs": ("PBSCluster", "qsub", "qstat")}
+
+
+def batch_job_memory(limits: Limits) -> str:
+    """Memory of one SLURM/PBS job: the per-structure limit plus 2 GiB for the dask worker, at least 8 GiB."""
+    return f"{max(8, math.ceil(limits.memory_mib / 1024) + 2)}GiB"
+
+
 def make_client(*, workers: int | None = None, scheduler: str | None = None, cluster: str = "local",
-                cluster_options: dict | None = None, jobs: int = 1):
+                cluster_options: dict | None = None, jobs: int = 1, wait: float | None = CLUSTER_WAIT, log=print):
     """A dask Client: an existing ``scheduler`` address, a SLURM/PBS cluster, or a LocalCluster.
 
     Local: ``workers`` single-threaded workers (default: the number of cores) in this process —
     each task's work happens in its own engine process anyway.
+
+    SLURM/PBS (``cluster="slurm"|"pbs"``): ``jobs`` batch jobs, each one single-threaded dask worker,
+    submitted through dask-jobqueue from this machine (a login node).  The job script runs this
+    interpreter (``sys.executable``, dask-jobqueue's default unless ``jobqueue.<kind>.python`` is
+    configured), so the Python environment, like the staging folder, must be on a filesystem the
+    compute nodes share.  ``cluster_options`` go to ``SLURMCluster``/``PBSCluster``
+    (``queue``, ``walltime``, ``memory``, ``account``, ``log_directory``, ``job_extra_directives``,
+    ``interface``, ...; anything not given comes from dask's ``jobqueue`` configuration); with a
+    ``log_directory`` the job script is also written there.  Waits up to ``wait`` seconds (0 or None:
+    no limit) for the first worker to connect.  A missing or failing submit command, or no worker
+    in time, raises :class:`MaterialsHamError` after cancelling the jobs.  Close the client and its
+    ``cluster`` when done (:func:`generate` does), which cancels the jobs.
     """
     from dask.distributed import Client, LocalCluster
 
@@ -293,21 +319,81 @@ def make_client(*, workers: int | None = None, scheduler: str | None = None, clu
             return Client(scheduler, timeout="20s")
         except OSError as err:
             raise MaterialsHamError(f"cannot reach the dask scheduler at {scheduler}: {err}") from None
-    if cluster in ("slurm", "pbs"):
-        try:
-            import dask_jobqueue
-        except ImportError:
-            raise MaterialsHamError("SLURM/PBS need dask-jobqueue: pip install 'materials-ham[scale]'") from None
-        cls = dask_jobqueue.SLURMCluster if cluster == "slurm" else dask_jobqueue.PBSCluster
-        opts = {"cores": 1, "processes": 1, "memory": "8GiB", "walltime": "24:00:00", **(cluster_options or {})}
-        jc = cls(**opts)
-        jc.scale(jobs=jobs)
-        return Client(jc)
+    if cluster in BATCH_SYSTEMS:
+        return _batch_client(cluster, jobs, cluster_options or {}, wait, log)
     if cluster != "local":
         raise MaterialsHamError(f"unknown cluster kind {cluster!r}; choose local, slurm or pbs")
     n = workers or os.cpu_count() or 1
     lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=False, dashboard_address=":0")
     return Client(lc)
+
+
+def _batch_client(kind: str, jobs: int, options: dict, wait: float | None, log):
+    """Submit ``jobs`` SLURM/PBS jobs and return a Client once one worker connected (see make_client)."""
+    from dask.distributed import Client
+
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise MaterialsHamError("SLURM/PBS need dask-jobqueue: pip install 'materials-ham[scale]'") from None
+    cls_name, submit, show = BATCH_SYSTEMS[kind]
+    system = kind.upper()
+    if shutil.which(submit) is None:
+        raise MaterialsHamError(f"{submit} not found on PATH: --cluster {kind} submits {system} jobs, so it must "
+                                f"run where {submit} works (a login node of the cluster)")
+    opts = {"cores": 1, "processes": 1, "memory": "8GiB", "walltime": "24:00:00", **options}
+    jc = getattr(dask_jobqueue, cls_name)(**opts)
+    client = None
+    try:
+        script = output = ""
+        if opts.get("log_directory"):
+            path = Path(opts["log_directory"]) / f"{kind}-job.sh"
+            with atomic_write(path, "w") as fh:
+                fh.write(jc.job_script() + "\n")
+            script, output = f"; job script: {path}", f" in {path.parent}"
+        # What jc.scale(jobs=jobs) does, but submitting here and now: scale() submits in a background
+        # callback, where a refused submission would only be logged and the run would wait for nothing.
+        while len(jc.worker_spec) < jobs:
+            jc.worker_spec.update(jc.new_worker_spec())
+        try:
+            jc.sync(jc._correct_state)
+        except (RuntimeError, ValueError) as err:
+            from distributed.core import Status
+
+            for job in jc.workers.values():
+                if not getattr(job, "job_id", None):  # never submitted: nothing to cancel, let the cluster close
+                    job.status = Status.failed
+            text = str(err)
+            detail = text.split("stderr:", 1)[1] if "stderr:" in text else text
+            detail = "; ".join(line.strip() for line in detail.splitlines() if line.strip())
+            raise MaterialsHamError(f"{system} refused the job ({submit} failed): {detail[:500]}{script}") from None
+        ids = sorted((str(job.job_id) for job in jc.workers.values()), key=lambda j: (len(j), j))
+        log(f"submitted {system} job{'s' if len(ids) > 1 else ''} {', '.join(ids)}; waiting "
+            f"{f'up to {wait:g} s ' if wait else ''}for a dask worker to connect")
+        client = Client(jc)
+        try:
+            client.wait_for_workers(1, timeout=wait or None)
+        except TimeoutError:
+            raise MaterialsHamError(
+                f"no dask worker connected within {wait:g} s of submitting {system} job{'s' if len(ids) > 1 else ''} "
+                f"{', '.join(ids)}, now cancelled: either the queue had not started it yet (raise --cluster-wait; "
+                f"'{show} ID' shows a job's state) or its worker could not reach the scheduler at "
+                f"{jc.scheduler_address} (see the job's output{output}; set 'interface' in "
+                f"~/.config/dask/jobqueue.yaml){script}") from None
+        return client
+    except BaseException:
+        if client is not None:
+            client.close()
+        jc.close()
+        raise
+
+
+def close_client(client) -> None:
+    """Close a Client from :func:`make_client` and its cluster (cancelling SLURM/PBS jobs)."""
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -319,12 +405,17 @@ def _cost(row) -> float:
 
 
 def generate(catalog, out, *, engine: str = "gpaw", settings: dict | None = None, limits: Limits | None = None,
-             client=None, workers: int | None = None, retry_failed: bool = False, ids=None,
-             progress: bool = True, log=print) -> GenerationSummary:
+             client=None, workers: int | None = None, scheduler: str | None = None, cluster: str = "local",
+             jobs: int = 1, cluster_options: dict | None = None, cluster_wait: float | None = CLUSTER_WAIT,
+             retry_failed: bool = False, ids=None, progress: bool = True, log=print) -> GenerationSummary:
     """Compute every structure of ``catalog`` (DataFrame or Parquet path) into the staging folder ``out``.
 
     Resumable: finished structures are skipped; previously failed ones too unless ``retry_failed``.
-    ``client``: a dask Client (default: :func:`make_client` with ``workers``).
+    ``client``: a dask Client (kept open).  Without one, :func:`make_client` makes one from
+    ``workers``, ``scheduler``, ``cluster``, ``jobs``, ``cluster_options`` and ``cluster_wait`` once
+    there is work to do, and closes it at the end (cancelling SLURM/PBS jobs).  SLURM/PBS jobs
+    request :func:`batch_job_memory` and write their output and job script to ``out/logs/batch``
+    unless ``cluster_options`` say otherwise; ``out`` must be on a filesystem the compute nodes share.
     """
     from dask.distributed import as_completed
     from tqdm.auto import tqdm
@@ -361,7 +452,13 @@ def generate(catalog, out, *, engine: str = "gpaw", settings: dict | None = None
     if todo:
         todo.sort(key=_cost, reverse=True)
         own_client = client is None
-        client = client or make_client(workers=workers)
+        if own_client:
+            if cluster in BATCH_SYSTEMS and not scheduler:
+                cluster_options = {"memory": batch_job_memory(limits),
+                                   "log_directory": str(staging.root.resolve() / "logs" / "batch"),
+                                   **(cluster_options or {})}
+            client = make_client(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs,
+                                 cluster_options=cluster_options, wait=cluster_wait, log=log)
         try:
             jobs = [{"id": r["id"], "staging": str(staging.root.resolve()), "engine": eng.name,
                      "settings": eng.settings(), "limits": asdict(limits),
@@ -382,10 +479,7 @@ def generate(catalog, out, *, engine: str = "gpaw", settings: dict | None = None
             bar.close()
         finally:
             if own_client:
-                cluster = getattr(client, "cluster", None)
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+                close_client(client)
     summary.wall_seconds = time.perf_counter() - t0
     _write_json(staging.root / "generation.json", {**summary.to_dict(), "limits": asdict(limits),
                                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
