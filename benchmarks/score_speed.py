@@ -5,8 +5,11 @@ Scores the H0 baseline of a split (in memory) and prints, per structure and in t
 * ``no cache``: every reference quantity recomputed (S(k) Bloch sums + Cholesky + inverse,
   reference eigenvalues, labels) -- what a scorer without a cache pays on every submission;
 * ``cache fill``: the same, also writing the on-disk cache;
-* ``disk cache``: a fresh Evaluator reading the band references from disk (what
-  ``materials-ham evaluate`` pays from the second submission on);
+* ``disk cache``: a fresh Evaluator reading the reference from disk: the band data from the
+  cache, H and S (never H0) from the dataset (what ``materials-ham evaluate`` pays from the
+  second submission on), with 1 thread and with 2 (``workers=2``, the CLI's ``--workers 2``);
+* ``predictions store + disk cache``: the same, reading the predictions from a predictions store
+  (the CLI path), with 1 and 2 threads;
 * ``memory cache``: a second ``eval`` in the same process;
 * ``memory cache, 2 threads``: the same with ``workers=2``;
 * ``plain loop``: per structure and k-point, H(k) and S(k) from :mod:`materials_ham.kspace`
@@ -21,7 +24,10 @@ structure (``--nao``, default 150 orbitals, i.e. a 300 x 300 spinor matrix).
     python benchmarks/score_speed.py [--dataset PATH] [--split test] [--kgrid 4 4 4] [--path-points 40]
 
 Without ``--dataset`` (and without ``$MATERIALS_HAM_DATASET``) it packs a small dataset from the
-Si fixture and two GPAW runs (GaAs, PbTe; about 20 s).  Set OMP_NUM_THREADS=1 for stable numbers.
+Si fixture and two GPAW runs (GaAs, PbTe; about 20 s).  BLAS runs single-threaded
+(OMP_NUM_THREADS / OPENBLAS_NUM_THREADS default to 1 here, as scripts/test.sh sets them): with
+OpenBLAS threads on a busy 2-core machine the band metrics were measured 4-6x slower, and their
+last digits depend on the thread count.
 """
 from __future__ import annotations
 
@@ -32,7 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 3000
@@ -71,7 +80,8 @@ def plain_loop(store, ids, preds, kpts) -> float:
     return time.perf_counter() - t0
 
 
-def eig_floor(ev, ids, preds) -> float:
+def eig_floor(ev, ids, preds) -> tuple[float, float]:
+    """(wall, CPU) seconds of the batched eigvalsh of the transformed predicted matrices alone."""
     mats = []
     for sid in ids:
         ref = ev.reference(sid)
@@ -80,10 +90,10 @@ def eig_floor(ev, ids, preds) -> float:
         K, n = L.shape[0], L.shape[-1]
         T = (L[:, None] @ Hk.reshape(K, 2, n, 2 * n)).reshape(K, 2 * n, 2 * n)
         mats.append((T.reshape(K, 4 * n, n) @ np.conj(np.swapaxes(L, -1, -2))).reshape(K, 2 * n, 2 * n))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for A in mats:
         np.linalg.eigvalsh(A)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def per_k_cost(nao: int, reps: int = 3) -> float:
@@ -128,7 +138,7 @@ def main(argv=None):
             return ev
 
         ids = evaluator(bands=False).ids
-        preds = {sid: store.by_id(sid).H0 for sid in ids}
+        preds = {sid: store.by_id(sid, matrices=("H0",)).H0 for sid in ids}
         import seekpath  # noqa: F401  (imports outside the timings)
 
         load_before = os.getloadavg()[0]
@@ -136,33 +146,38 @@ def main(argv=None):
         from materials_ham import write_predictions
 
         t = time.perf_counter()
-        full = {sid: store.by_id(sid).H0 for sid in Evaluator(store, split=args.split, bands=False).ids}
+        split_ids = Evaluator(store, split=args.split, bands=False).ids
+        full = {sid: store.by_id(sid, matrices=("H0",)).H0 for sid in split_ids}
         pred_path = write_predictions(tmp / "h0.zarr", store, full, split=args.split)
         write_s = time.perf_counter() - t
-        rows = []
+        rows = []                                        # (name, wall seconds, CPU seconds of this process)
 
-        def timed(name, ev):
-            t = time.perf_counter()
-            m = ev.eval(preds)
-            rows.append((name, time.perf_counter() - t))
-            return m
+        def measure(name, fn):
+            t, c = time.perf_counter(), time.process_time()
+            out = fn()
+            rows.append((name, time.perf_counter() - t, time.process_time() - c))
+            return out
+
+        def timed(name, ev, source=None):
+            return measure(name, lambda: ev.eval(preds if source is None else source))
 
         timed("no cache", evaluator(memory_cache_mib=0))
         timed("cache fill (compute + write)", evaluator(cache_dir=tmp / "cache", memory_cache_mib=0))
         timed("disk cache", evaluator(cache_dir=tmp / "cache", memory_cache_mib=0))
+        timed("disk cache, 2 threads", evaluator(cache_dir=tmp / "cache", memory_cache_mib=0, workers=2))
         ev = evaluator(cache_dir=tmp / "cache", memory_cache_mib=4096)
         ev.eval(preds)
         m = timed("memory cache", ev)
-        t = time.perf_counter()
-        evaluator(cache_dir=tmp / "cache", memory_cache_mib=0).eval(pred_path)
-        rows.append(("predictions store + disk cache (the CLI path)", time.perf_counter() - t))
+        for workers in (1, 2):
+            timed(f"predictions store + disk cache, {workers} thread{'s' if workers > 1 else ''} (CLI)",
+                  evaluator(cache_dir=tmp / "cache", memory_cache_mib=0, workers=workers), pred_path)
         ev2 = evaluator(cache_dir=tmp / "cache", memory_cache_mib=4096, workers=2)
         ev2.eval(preds)
         timed("memory cache, 2 threads", ev2)
         timed("matrix metrics only (no bands)", evaluator(bands=False, memory_cache_mib=0))
         kpts = {sid: ev.reference(sid).bands.kpts for sid in ids}
-        rows.append(("plain per-k scipy.linalg.eigh loop", plain_loop(store, ids, preds, kpts)))
-        rows.append(("eigvalsh floor (batched, prediction only)", eig_floor(ev, ids, preds)))
+        measure("plain per-k scipy.linalg.eigh loop", lambda: plain_loop(store, ids, preds, kpts))
+        rows.append(("eigvalsh floor (batched, prediction only)", *eig_floor(ev, ids, preds)))
 
         n = len(ids)
         naos = [ev.reference(sid).nao for sid in ids]
@@ -175,12 +190,17 @@ def main(argv=None):
               f"{os.getloadavg()[0]:.2f} after (other work on the machine inflates every number below)")
         print(f"headline of the H0 baseline: {m['headline']['spin_diag_real_mev']:.4f} meV; writing the predictions "
               f"store took {write_s:.2f} s (incl. reading H0); 'plain loop' = eigenvalues only (prediction + reference)")
-        print(f"{'':45s} {'total s':>9s} {'s/structure':>12s} {'3,000 structures':>17s}")
-        for name, sec in rows:
-            print(f"{name:45s} {sec:9.2f} {sec / n:12.4f} {sec / n * N_TEST / 60:13.1f} min")
-        warm = dict(rows)["memory cache, 2 threads"]
-        print(f"\n(a) 3,000 structures of this split's sizes, cache warm, 2 threads: {warm / n * N_TEST / 60:.1f} min "
-              f"(goal: < 10 min)")
+        print("'cpu s/str': CPU seconds of this process per structure (all its threads), which other work on the "
+              "machine inflates much less than wall time")
+        print(f"{'':50s} {'total s':>9s} {'s/structure':>12s} {'cpu s/str':>10s} {'3,000 structures':>17s}")
+        for name, sec, cpu in rows:
+            print(f"{name:50s} {sec:9.2f} {sec / n:12.4f} {cpu / n:10.4f} {sec / n * N_TEST / 60:13.1f} min")
+        wall = {name: sec for name, sec, _ in rows}
+        warm = wall["memory cache, 2 threads"]
+        disk = wall["predictions store + disk cache, 2 threads (CLI)"]
+        print(f"\n(a) 3,000 structures of this split's sizes, 2 threads: {warm / n * N_TEST / 60:.1f} min with the "
+              f"references in memory, {disk / n * N_TEST / 60:.1f} min from the disk cache and a predictions store "
+              f"(the CLI with --workers 2) (goal: < 10 min)")
         c = per_k_cost(args.nao)
         print(f"(b) typical NextHAM structure (nao {args.nao}, spinor {2 * args.nao}): transform + eigvalsh "
               f"{1000 * c:.1f} ms per k-point x {K} k-points = {c * K:.2f} s/structure -> 3,000 structures: "

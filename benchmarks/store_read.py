@@ -13,12 +13,18 @@ In one run:
    samples (ours: ``store[k]`` -> Sample; DeepH: every dataset of the three files, blocks
    assembled in the sample's edge order), checks both against the originals, and prints
    structures/s, MB/s of full-block payload (dense H + H0 complex128 and S float64 over all
-   edges), and bytes on disk per structure relative to that raw payload.
+   edges), wall and CPU milliseconds per read (CPU: this process, all its threads; other work
+   on the machine inflates it much less than wall time), and bytes on disk per structure
+   relative to that raw payload.
 
 File handles are cold-ish: the store reopens shard files on every read and the HDF5 files
 are opened per structure read; the OS page cache is warm for both (same-run comparison).
+Ours reads a sample's H, H0 and S with ``--threads`` threads (default: the store's default;
+1 reads them one after the other); the DeepH side reads its three files one after the other,
+as DeepH does.  The 1-minute load average is printed before and after the timings: other work
+on the machine slows both sides.
 
-    python benchmarks/store_read.py [SOURCE] [--reads 24] [--seed 0] [--limit N]
+    python benchmarks/store_read.py [SOURCE] [--reads 24] [--seed 0] [--limit N] [--threads N]
 """
 from __future__ import annotations
 
@@ -113,11 +119,12 @@ def read_deeph(folder: Path) -> dict[str, np.ndarray]:
 
 
 # -------------------------------------------------------------------------------- measuring
-def timed(reads: list[int], read_one) -> float:
-    t0 = time.perf_counter()
+def timed(reads: list[int], read_one) -> tuple[float, float]:
+    """(wall, CPU) seconds to read the structures ``reads`` in order (CPU: this process, all threads)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for k in reads:
         read_one(k)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main():
@@ -126,6 +133,8 @@ def main():
     ap.add_argument("--reads", type=int, default=24, help="random structure reads per layout")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="dataset source: use a seeded subset of N structures")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads reading one sample's matrices in our store (default: the store's default)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -133,7 +142,7 @@ def main():
         n = len(samples)
         for k, (sid, s) in enumerate(samples):
             write_deeph(work / "deeph" / f"{k:06d}", s)
-        store = open_store(ds_dir)
+        store = open_store(ds_dir, threads=args.threads)
         # correctness first: both layouts give back the original blocks
         for k, (sid, s) in enumerate(samples):
             got, h5 = store[k], read_deeph(work / "deeph" / f"{k:06d}")
@@ -141,18 +150,23 @@ def main():
             assert all(np.array_equal(h5[m], getattr(s, m)) for m in MATRICES), sid
         reads = np.random.default_rng(args.seed).integers(0, n, args.reads).tolist()
         payload = sum(raw_bytes(samples[k][1]) for k in reads)
-        t_ours = timed(reads, lambda k: store[k])
-        t_h5 = timed(reads, lambda k: read_deeph(work / "deeph" / f"{k:06d}"))
+        load_before = os.getloadavg()[0]
+        t_ours, cpu_ours = timed(reads, lambda k: store[k])
+        t_h5, cpu_h5 = timed(reads, lambda k: read_deeph(work / "deeph" / f"{k:06d}"))
+        load_after = os.getloadavg()[0]
         raw_per = sum(raw_bytes(s) for _, s in samples) / n
         disk = {"zarr store (ours)": dir_bytes(ds_dir) / n, "DeepH HDF5": dir_bytes(work / "deeph") / n}
 
         print(f"\n{n} structures ({', '.join(sid for sid, _ in samples)}); {args.reads} random reads, seed {args.seed}; "
               f"mean raw full-block payload {raw_per / 2**20:.2f} MiB/structure")
-        print(f"{'layout':<20}{'structures/s':>14}{'MB/s':>10}{'ms/read':>10}{'disk MiB/str':>14}{'disk/raw':>10}")
-        for label, t in (("zarr store (ours)", t_ours), ("DeepH HDF5", t_h5)):
+        print(f"{os.cpu_count()} cores; 1-minute load average {load_before:.2f} before the timings, {load_after:.2f} "
+              f"after; ours read with {store.threads} thread(s)")
+        print(f"{'layout':<20}{'structures/s':>14}{'MB/s':>10}{'ms/read':>10}{'cpu ms/read':>13}{'disk MiB/str':>14}"
+              f"{'disk/raw':>10}")
+        for label, t, cpu in (("zarr store (ours)", t_ours, cpu_ours), ("DeepH HDF5", t_h5, cpu_h5)):
             print(f"{label:<20}{args.reads / t:>14.1f}{payload / t / 1e6:>10.1f}{1e3 * t / args.reads:>10.1f}"
-                  f"{disk[label] / 2**20:>14.2f}{disk[label] / raw_per:>10.3f}")
-        print(f"read speed-up ours/DeepH: {t_h5 / t_ours:.1f}x (goal >= 10x); "
+                  f"{1e3 * cpu / args.reads:>13.1f}{disk[label] / 2**20:>14.2f}{disk[label] / raw_per:>10.3f}")
+        print(f"read speed-up ours/DeepH: {t_h5 / t_ours:.1f}x (goal >= 10x), CPU time {cpu_h5 / cpu_ours:.1f}x; "
               f"size on disk ours: {disk['zarr store (ours)'] / raw_per:.3f}x raw (goal <= 0.5x), "
               f"DeepH: {disk['DeepH HDF5'] / raw_per:.3f}x raw")
 

@@ -74,6 +74,49 @@ class SpinorLayout:
             v[:, 1, :, 1, :] = blk
         return out
 
+    def overlap_norms(self, S: np.ndarray) -> np.ndarray:
+        """(E,) sum of (S x I2)^2 over each edge's spinor entries, from the spinless flat ``S``.
+
+        Bit for bit ``spin_sums(s * s).sum(1)`` of the spinor overlap s = S x I2, at a quarter of
+        the work: per block, the row sums of S^2 (contiguous, as :meth:`spin_sums` sums a row), then
+        the rows added in sequence (as its reduction over rows does); the uu and dd blocks give the
+        same sum and the ud, du blocks +0, so the total is that sum doubled (exactly).
+        """
+        out = np.empty(self.n_edges)
+        for a, b, ni, nj, _, s0 in self.runs:
+            blk = S[s0:s0 + (b - a) * ni * nj].reshape(b - a, ni, nj)
+            rows = (blk * blk).sum(axis=2)
+            acc = rows[:, 0].copy()
+            for r in range(1, ni):
+                acc += rows[:, r]
+            out[a:b] = acc + acc
+        return out
+
+    def overlap_support(self, S: np.ndarray) -> np.ndarray:
+        """(E,) bool: edges where S x I2 has a non-zero entry, decided as ``spin_sums(|s|).sum(1) > 0``
+        decides it (a sum of absolute values is > 0 in any order exactly when some entry is
+        non-zero and none is NaN), from the spinless flat ``S``."""
+        out = np.zeros(self.n_edges, bool)
+        for a, b, ni, nj, _, s0 in self.runs:
+            out[a:b] = np.abs(S[s0:s0 + (b - a) * ni * nj]).reshape(b - a, ni * nj).sum(axis=1) > 0
+        return out
+
+    def _groups(self, edges: np.ndarray) -> list[tuple[int, int, int]]:
+        """(run, i0, i1): ``edges[i0:i1]`` (ascending) are the edges that lie in run number ``run``."""
+        starts = np.fromiter((r[0] for r in self.runs), np.int64, len(self.runs))
+        which = np.searchsorted(starts, edges, side="right") - 1
+        cut = np.concatenate([[0], np.nonzero(np.diff(which))[0] + 1, [len(edges)]]).astype(int)
+        return [(int(which[i0]), int(i0), int(i1)) for i0, i1 in zip(cut[:-1], cut[1:]) if i1 > i0]
+
+    def overlap_blocks(self, S: np.ndarray, edges: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` (len(edges), n_i, n_j) with the blocks of the spinless flat ``S`` on ``edges``
+        (ascending, all of one block shape)."""
+        edges = np.asarray(edges, np.int64)
+        for q, i0, i1 in self._groups(edges):
+            a, b, ni, nj, _, s0 = self.runs[q]
+            out[i0:i1] = S[s0:s0 + (b - a) * ni * nj].reshape(b - a, ni, nj)[edges[i0:i1] - a]
+        return out
+
     def spin_labels(self) -> np.ndarray:
         """(n_entries,) int8 spin block of every entry: 0 uu, 1 ud, 2 du, 3 dd."""
         out = np.empty(self.n_entries, np.int8)

@@ -265,6 +265,47 @@ def test_disk_cache_is_reused_and_damage_recomputed(dataset, refs, tmp_path):
     assert other.cache.dir != first.cache.dir                              # settings are part of the key
 
 
+def test_warm_disk_cache_reads_only_h_and_s_and_recomputes_no_bands(dataset, refs, tmp_path, monkeypatch):
+    preds = {sid: s.H0.copy() for sid, s in refs.items()}
+    cold = Evaluator(dataset, split="test", cache_dir=tmp_path, memory_cache_mib=0, **FAST).eval(preds)
+    warm = Evaluator(dataset, split="test", cache_dir=tmp_path, memory_cache_mib=0, **FAST)
+    read = []
+    real_matrix = type(warm.store)._matrix
+
+    def spy(self, k, name, edges):
+        read.append(name)
+        return real_matrix(self, k, name, edges)
+
+    def no_bands(*args, **kwargs):
+        raise AssertionError("reference bands recomputed despite a warm cache")
+    monkeypatch.setattr(type(warm.store), "_matrix", spy)
+    monkeypatch.setattr(B, "reference_bands", no_bands)
+    m = warm.eval(preds)
+    assert sorted(read) == sorted(["H", "S"] * len(TEST_IDS))          # H0 is never read for scoring
+    for key in ("headline", "matrix", "bands", "per_structure"):
+        assert m[key] == cold[key], key
+
+
+def test_reference_overlap_terms_equal_the_spinor_formulas(refs):
+    """den, the support edges and the support values, computed from the spinless S, are bit for bit
+    what the spinor overlap S x I2 gives."""
+    from materials_ham.evaluate.metrics import MatrixReference
+
+    for sid, s in refs.items():
+        ref = MatrixReference.from_sample(s, mirrored=True)
+        checked = MatrixReference.from_sample(s)
+        spin = spinor_s(s)
+        assert ref.s_spinor.tobytes() == spin.tobytes()
+        lay = ref.layout
+        assert ref.den.tobytes() == lay.spin_sums(spin * spin).sum(1).tobytes()
+        assert np.array_equal(lay.overlap_support(s.S), lay.spin_sums(np.abs(spin)).sum(1) > 0)
+        for plan in (ref.plan, checked.plan):
+            assert plan.mirror                                         # a stored sample is exactly mirrored
+            assert plan.support_s.tobytes() == spin[plan.support_pos].tobytes()
+            assert plan.support_target.tobytes() == s.H.real[plan.support_pos].tobytes()
+            assert len(plan.support_pos) == 2 * int(s.block_sizes[lay.spin_sums(np.abs(spin)).sum(1) > 0].sum())
+
+
 def test_dataset_name_resolution_and_formats(dataset, monkeypatch):
     monkeypatch.delenv("MATERIALS_HAM_DATASET", raising=False)
     with pytest.raises(MaterialsHamError, match="MATERIALS_HAM_DATASET"):

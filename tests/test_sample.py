@@ -69,3 +69,60 @@ def test_missing_reverse_edge_is_refused():
     with pytest.raises(FormatError, match="reverse"):
         Sample.from_blocks(c, basis, {(0, 1, (0, 0, 0)): {"S": np.ones((1, 1))}}, fermi_level=0, n_electrons=2,
                            ref_kpts=np.zeros((1, 3)), ref_eigenvalues=np.zeros((1, 4)))
+
+
+# ------------------------------------------------------------------- block gathering (one primitive)
+def _naive_gather(src, offsets, rows, cols, flip):
+    """gather_blocks, one block at a time."""
+    parts = []
+    for o, r, c, f in zip(offsets, rows, cols, flip):
+        b = src[o:o + r * c].reshape(r, c)
+        parts.append((b.conj().T if f else b).reshape(-1))
+    return np.concatenate(parts) if parts else src[:0].copy()
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.float64])
+def test_gather_blocks_equals_a_per_block_loop(dtype):
+    from materials_ham.sample import _block_runs, gather_blocks
+
+    rng = np.random.default_rng(1)
+    shapes = [(2, 3), (4, 4), (3, 2), (1, 5)]
+    # a source of blocks, then picks: ascending copies (mixed shapes), descending flipped runs, singletons
+    kinds = [k % 4 if not 20 <= k < 30 else 1 for k in range(40)]    # blocks 20-29 back to back, all (4, 4)
+    rows = np.array([shapes[k][0] for k in kinds])
+    cols = np.array([shapes[k][1] for k in kinds])
+    off = np.concatenate([[0], np.cumsum(rows * cols)])
+    src = rng.normal(size=int(off[-1])) + (1j * rng.normal(size=int(off[-1])) if dtype is np.complex128 else 0)
+    src = src.astype(dtype)
+    same = np.arange(20, 30)
+    pick = list(range(0, 12)) + list(same[::-1]) + [7, 3, 3] + list(same[2:5])
+    flip = np.array([False] * 12 + [True] * len(same) + [True, False, True] + [True] * 3)
+    pick = np.array(pick)
+    got = gather_blocks(src, off[pick], rows[pick], cols[pick], flip)
+    want = _naive_gather(src, off[pick], rows[pick], cols[pick], flip)
+    assert got.dtype == src.dtype and got.tobytes() == want.tobytes()
+    runs = _block_runs(off[pick], rows[pick], cols[pick], flip)
+    assert (0, 12) in runs and (12, 12 + len(same)) in runs           # one copy per run, not per block
+    assert gather_blocks(src, off[:0], rows[:0], cols[:0], flip[:0]).shape == (0,)
+
+
+def test_from_half_can_leave_matrices_out(si_sample):
+    from materials_ham.sample import HalfEdges
+
+    s = si_sample
+    keep = s.canonical_edges()
+    mask = np.zeros(s.n_edges, bool)
+    mask[keep] = True
+    half = {name: getattr(s, name)[np.repeat(mask, (4 if name != "S" else 1) * s.block_sizes)] for name in MATRICES}
+    only_s = Sample.from_half(s.crystal, s.basis, s.edge_index[keep], s.edge_shift[keep], None, None, half["S"],
+                              fermi_level=s.fermi_level, n_electrons=s.n_electrons, ref_kpts=s.ref_kpts,
+                              ref_eigenvalues=s.ref_eigenvalues)
+    assert only_s.H is None and only_s.H0 is None and only_s.matrices == ("S",)
+    assert only_s.S.tobytes() == s.S.tobytes() and np.array_equal(only_s.edge_reverse, s.edge_reverse)
+    assert only_s.block("S", 3).shape == (13, 13)
+    with pytest.raises(FormatError, match="H0 was not read"):
+        only_s.block("H0", 3)
+    only_s.symmetrize()                                                # leaves the absent matrices alone
+    edges = HalfEdges.build(s.crystal, s.basis, s.edge_index[keep], s.edge_shift[keep])
+    assert edges.half_size("H") == len(half["H"]) and edges.half_size("S") == len(half["S"])
+    assert edges.full("H", half["H"]).tobytes() == s.H.tobytes()

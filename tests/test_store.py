@@ -19,6 +19,7 @@ from materials_ham.sample import MATRICES, Sample  # noqa: E402
 from materials_ham.store import layout as L  # noqa: E402
 from materials_ham.store import open_store, pack, verify_dataset, write_store  # noqa: E402
 from materials_ham.atomic import file_sha256  # noqa: E402
+from materials_ham.store.reader import shard_files  # noqa: E402
 from materials_ham.store.writer import half_arrays  # noqa: E402
 
 ARRAY_FIELDS = MATRICES + ("edge_index", "edge_shift", "edge_reverse", "ref_kpts", "ref_eigenvalues")
@@ -156,6 +157,99 @@ def test_iter_split_in_storage_order(dataset, engine_samples):
     assert len(got) == 2 and all(np.array_equal(a.H, b.H) for a, b in zip(got, train))
     assert [s.n_atoms for s in ds.iter_split("test")] == [engine_samples["gaas"][0].n_atoms]
     assert list(ds.iter_split("val")) == []
+
+
+def test_reading_only_chosen_matrices(dataset, monkeypatch):
+    ds = open_store(dataset)
+    read = []
+    real_read_rows = ds.read_rows
+    monkeypatch.setattr(ds, "read_rows",
+                        lambda name, *args, **kw: read.append(name) or real_read_rows(name, *args, **kw))
+    ds.get(1, matrices=("H", "S"))
+    assert "H" in read and "S" in read and "H0" not in read             # H0 is not even read, let alone decoded
+    read.clear()
+    ds.get(1, matrices=())
+    assert not set(read) & set(MATRICES) and "edge_index" in read
+    for k in range(len(ds)):
+        full = ds[k]
+        hs = ds.get(k, matrices=("H", "S"))
+        assert hs.H0 is None and hs.matrices == ("H", "S")
+        for name in ("H", "S", "edge_index", "edge_shift", "edge_reverse", "ref_kpts", "ref_eigenvalues"):
+            x, y = getattr(full, name), getattr(hs, name)
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), name
+        bare = ds.by_id(ds.ids[k], matrices=())
+        assert bare.matrices == () and bare.n_edges == full.n_edges and bare.nao == full.nao
+        assert ds.get(k, matrices="H0").H0.tobytes() == full.H0.tobytes()
+    assert [s.matrices for s in ds.iter_split("train", matrices=["S", "H"])] == [("H", "S")] * 2
+    with pytest.raises(ValueError, match="unknown matrix"):
+        ds.get(0, matrices=("H", "overlap"))
+
+
+def test_threads_do_not_change_a_read(dataset):
+    one, three = open_store(dataset, threads=1), open_store(dataset, threads=3)
+    assert one.threads == 1 and three.threads == 3
+    for k in range(len(one)):
+        assert_identical(one[k], three[k])
+
+
+def test_direct_shard_reads_equal_zarr_for_every_array(dataset):
+    """The direct reader (materials_ham.store.shards) handles every array of the store and gives
+    zarr's rows bit for bit, for every structure's rows and for ranges crossing shard files."""
+    from materials_ham.store import shards
+    from materials_ham.store.reader import read_checked
+
+    ds = open_store(dataset)
+    for name, spec in L.ARRAYS.items():
+        arr = ds.array(name)
+        geo = shards.geometry(arr)
+        assert geo is not None, name                                   # the fast path is used, not skipped
+        n = arr.shape[0]
+        starts = ds.index[L.start_column(spec.unit)] if spec.unit != "structure" else range(len(ds))
+        stops = ds.index[L.stop_column(spec.unit)] if spec.unit != "structure" else range(1, len(ds) + 1)
+        ranges = list(zip(starts, stops)) + [(0, n), (n // 3, n - 1), (n - 1, n)]
+        for a, b in ranges:
+            got = shards.read_rows(geo, shard_files_of(arr, dataset, name, a, b), int(a), int(b))
+            want = arr[int(a):int(b)]
+            assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes(), (name, a)
+            assert read_checked(arr, dataset / L.STORE_DIR, name, int(a), int(b)).tobytes() == want.tobytes()
+    assert shards.read_rows(shards.geometry(ds.array("H")), [], 0, 0).shape == (0,)
+
+
+def shard_files_of(arr, dataset, name, a, b):
+    return shard_files(arr, dataset / L.STORE_DIR, name, int(a), int(b))
+
+
+def test_direct_reader_leaves_unusual_shards_to_zarr(tmp_path):
+    """An inner chunk absent from its shard (zarr reads fill values) or another codec chain: the
+    direct reader declines (None) and read_checked gives zarr's answer."""
+    import zarr
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    from materials_ham.store import shards
+    from materials_ham.store.reader import read_checked
+
+    group = zarr.open_group(zarr.storage.LocalStore(tmp_path / "g"), mode="w", zarr_format=3)
+    data = np.arange(64, dtype=np.float64)
+    data[16:32] = 0.0                                                  # one all-zero inner chunk of 16 rows
+    sparse = group.create_array("sparse", shape=(64,), dtype="float64", chunks=(16,), shards=(64,),
+                                compressors=[BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle"), Crc32cCodec()],
+                                fill_value=0, chunk_key_encoding={"name": "default", "separator": "/"},
+                                config={"write_empty_chunks": False})
+    sparse[:] = data
+    geo = shards.geometry(sparse)
+
+    def direct(a, b):
+        return shards.read_rows(geo, shard_files(sparse, tmp_path / "g", "sparse", a, b), a, b)
+    assert geo is not None and direct(0, 16).tobytes() == data[:16].tobytes()
+    assert direct(40, 60).tobytes() == data[40:60].tobytes()
+    assert direct(10, 40) is None                                      # chunk 1 is not in the index
+    assert read_checked(sparse, tmp_path / "g", "sparse", 10, 40).tobytes() == data[10:40].tobytes()
+    plain = group.create_array("plain", shape=(64,), dtype="float64", chunks=(16,), shards=(64,),
+                               compressors=[BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle")], fill_value=0,
+                               chunk_key_encoding={"name": "default", "separator": "/"})
+    plain[:] = data
+    assert shards.geometry(plain) is None                              # no crc32c: not our layout
+    assert read_checked(plain, tmp_path / "g", "plain", 5, 50).tobytes() == data[5:50].tobytes()
 
 
 def test_from_half_rebuilds_the_engine_sample_exactly(gaas_sample):

@@ -10,7 +10,10 @@
 Reference-side work (labels of every entry, half/full and edge-sum plans, Bloch maps, S(k)
 factors, reference eigenvalues, window masks) is computed once per structure and kept in a
 bounded in-memory cache and, with ``cache_dir``, on disk (band data; keyed by the dataset
-fingerprint and the settings).
+fingerprint and the settings).  A structure's reference H and S are read from the dataset
+(:data:`REFERENCE_MATRICES`: H0 is never read nor decoded); they are not copied into the disk
+cache, whose entries stay small: the store holds them compressed ~10x and decodes them as fast
+as an uncompressed copy loads (README, "Speed and the reference cache").
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ EVALUATOR_NAME = "materials-ham-soc"
 RESULTS_VERSION = 1
 #: Entries per structure kept for the parity plot (``details=True``).
 PARITY_SAMPLES = 2000
+#: The matrices of a reference structure that scoring reads (H0 never is: it is not decoded).
+REFERENCE_MATRICES = ("H", "S")
 
 
 @dataclass
@@ -101,7 +106,6 @@ class Evaluator:
         self.progress = progress
         self._memory: OrderedDict[str, StructureReference] = OrderedDict()
         self._memory_bytes = 0
-        self._io = threading.Lock()
         self._mem_lock = threading.Lock()
         self._labels = {g.name: g for g in M.GROUPINGS}
 
@@ -141,10 +145,10 @@ class Evaluator:
             if hit is not None:
                 self._memory.move_to_end(sid)
                 return hit
-        with self._io:
-            sample = self.store.by_id(sid)
+        sample = self.store.by_id(sid, matrices=REFERENCE_MATRICES)
         layout = EdgeLayout.from_sample(sample)
-        matrix = M.MatrixReference.from_sample(sample, edge_layout=layout)
+        # rebuilt from its stored canonical half, the reference is exactly conjugate-symmetric
+        matrix = M.MatrixReference.from_sample(sample, edge_layout=layout, mirrored=True)
         ref = StructureReference(sid=sid, formula=sample.crystal.formula, n_atoms=sample.n_atoms, nao=sample.nao,
                                  matrix=matrix, layout=layout,
                                  labels={g.name: g.labels(matrix) for g in M.GROUPINGS})
@@ -191,8 +195,7 @@ class Evaluator:
                                   subject=str(store.path))
 
             def get(sid, ref):
-                with self._io:
-                    return store.read_full(sid, ref.layout)
+                return store.read_full(sid, ref.layout)
             return str(store.path), store.model, get
         if not isinstance(predictions, Mapping):
             try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -36,15 +37,17 @@ from ..sample import Sample
 class MatrixReference:
     """Reference-side data of one structure for the matrix metrics, computed once.
 
-    Entry level (n_h = len(Sample.H)): ``target`` complex (eV), ``s_spinor`` the S x I2
-    entries.  Edge level (E): ``den`` sum of (S x I2)^2 per edge, ``length`` (Angstrom),
-    ``onsite``, ``scored`` (|r| < cutoff), ``z_i``/``z_j`` atomic numbers, ``count`` = n_i n_j
-    entries per spin block.  ``layout`` reduces entry arrays to (edge, spin block) sums.
+    Entry level (n_h = len(Sample.H)): ``target`` complex (eV); ``overlap`` the spinless flat S
+    (len(Sample.S)); ``s_spinor`` the S x I2 entries (n_h, made from ``overlap`` when first used:
+    the planned path of :func:`edge_sums` never needs it).  Edge level (E): ``den`` sum of
+    (S x I2)^2 per edge, ``length`` (Angstrom), ``onsite``, ``scored`` (|r| < cutoff),
+    ``z_i``/``z_j`` atomic numbers, ``count`` = n_i n_j entries per spin block.  ``layout``
+    reduces entry arrays to (edge, spin block) sums.
     """
 
     layout: SpinorLayout
     target: np.ndarray
-    s_spinor: np.ndarray
+    overlap: np.ndarray
     den: np.ndarray
     length: np.ndarray
     onsite: np.ndarray
@@ -56,25 +59,34 @@ class MatrixReference:
 
     @classmethod
     def from_sample(cls, sample: Sample, cutoff: float = HEADLINE_EDGE_CUTOFF, *,
-                    edge_layout=None) -> "MatrixReference":
+                    edge_layout=None, mirrored: bool | None = None) -> "MatrixReference":
         """``edge_layout``: the sample's :class:`~materials_ham.evaluate.predictions.EdgeLayout`
-        if the caller has one (its half/full plan is reused)."""
+        if the caller has one (its half/full plan is reused).  ``mirrored=True``: the caller
+        guarantees that H and S are exactly conjugate-symmetric (X_ji(-R) = X_ij(R)^dagger bit for
+        bit), as every sample rebuilt from its canonical half is (the store's); the entry-by-entry
+        check of :class:`SumPlan` is then skipped.  None: checked; False: every edge is reduced."""
         layout = SpinorLayout.from_sample(sample)
-        s_spinor = layout.spinor_overlap(sample.S)
         length = sample.edge_lengths()
         z = sample.crystal.numbers
-        ref = cls(layout=layout, target=sample.H, s_spinor=s_spinor, den=layout.spin_sums(s_spinor * s_spinor).sum(1),
+        ref = cls(layout=layout, target=sample.H, overlap=sample.S, den=layout.overlap_norms(sample.S),
                   length=length, onsite=sample.is_onsite, scored=length < cutoff,
                   z_i=z[sample.edge_index[:, 0]], z_j=z[sample.edge_index[:, 1]], count=sample.block_sizes.copy())
-        ref.plan = SumPlan.build(ref, sample, edge_layout)
+        ref.plan = SumPlan.build(ref, sample, edge_layout, mirrored=mirrored)
         return ref
+
+    @cached_property
+    def s_spinor(self) -> np.ndarray:
+        """(n_h,) float64 the entries of S x I2 in the flat spinor layout (0 off the spin diagonal)."""
+        return self.layout.spinor_overlap(self.overlap)
 
     @property
     def n_edges(self) -> int:
         return len(self.length)
 
     def nbytes(self) -> int:
-        return int(self.target.nbytes + self.s_spinor.nbytes + (self.plan.nbytes() if self.plan is not None else 0))
+        spinor = self.__dict__.get("s_spinor")                   # counted once made
+        return int(self.target.nbytes + self.overlap.nbytes + (spinor.nbytes if spinor is not None else 0)
+                   + (self.plan.nbytes() if self.plan is not None else 0))
 
 
 @dataclass
@@ -110,15 +122,18 @@ class SumPlan:
     max_run: int
 
     @classmethod
-    def build(cls, ref: "MatrixReference", sample: Sample, edge_layout=None) -> "SumPlan":
+    def build(cls, ref: "MatrixReference", sample: Sample, edge_layout=None, *,
+              mirrored: bool | None = None) -> "SumPlan":
+        """The plan of ``ref`` (from ``sample``); ``mirrored``: see :meth:`MatrixReference.from_sample`."""
         from .predictions import EdgeLayout
 
         lay = ref.layout
         E = ref.n_edges
         rev = np.asarray(sample.edge_reverse, np.int64)
         canon = np.arange(E) <= rev
-        mirror = False
-        if E and np.array_equal(rev[rev], np.arange(E)):
+        involution = bool(E) and np.array_equal(rev[rev], np.arange(E))
+        mirror = bool(involution and mirrored)
+        if involution and mirrored is None:
             el = edge_layout if edge_layout is not None else EdgeLayout.from_sample(sample)
             try:
                 mirror = el.plan.is_mirrored(ref.target) and el.plan.is_mirrored(ref.s_spinor)
@@ -133,7 +148,7 @@ class SumPlan:
                 if k[u]:
                     runs.append((a + int(u), a + int(v), ni, nj, start + 4 * int(u) * ni * nj, s0 + int(u) * ni * nj))
         mirror_edges = np.nonzero(~keep)[0]
-        has_s = lay.spin_sums(np.abs(ref.s_spinor)).sum(1) > 0
+        has_s = lay.overlap_support(ref.overlap)
         n = sample.orbitals_per_atom
         ni_e = n[sample.edge_index[:, 0]].astype(np.int64)
         nj_e = n[sample.edge_index[:, 1]].astype(np.int64)
@@ -154,8 +169,14 @@ class SumPlan:
             if reduced:
                 n_reduced = at
         pos = np.concatenate(pieces) if pieces else np.zeros(0, idx_type)
+        # S x I2 there, copied block by block from S (the same block in uu and dd)
+        support_s = np.empty(at)
+        for edges, a, b, at0, _ in chunks:
+            s_view = support_s[at0:at0 + len(edges) * 2 * a * b].reshape(len(edges), 2, a, b)
+            lay.overlap_blocks(ref.overlap, edges, s_view[:, 0])
+            s_view[:, 1] = s_view[:, 0]
         return cls(runs=tuple(runs), mirror=mirror, mirror_edges=mirror_edges, partner=rev[mirror_edges],
-                   support_pos=pos, support_s=ref.s_spinor[pos], support_target=ref.target.real[pos],
+                   support_pos=pos, support_s=support_s, support_target=ref.target.real[pos],
                    chunks=tuple(chunks), n_reduced=n_reduced,
                    max_run=max((4 * (b - a) * ni_ * nj_ for a, b, ni_, nj_, _, _ in runs), default=0))
 

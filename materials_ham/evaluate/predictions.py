@@ -48,7 +48,7 @@ import numpy as np
 
 from ..atomic import atomic_directory
 from ..errors import FormatError, MaterialsHamError
-from ..sample import Sample
+from ..sample import Sample, gather_blocks
 
 FORMAT = "materials-ham-predictions"
 FORMAT_VERSION = 1
@@ -132,37 +132,6 @@ def expected_half_lengths(store, ids: list[str]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ edge layout
-#: Blocks moved per fancy-indexing batch in :func:`gather_blocks` (bounds its index arrays).
-_GATHER_BATCH = 2048
-
-
-def gather_blocks(src: np.ndarray, offsets: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                  flip: np.ndarray) -> np.ndarray:
-    """Concatenate blocks taken from the flat array ``src``.
-
-    Output block e is the (rows[e], cols[e]) row-major block starting at ``offsets[e]`` of
-    ``src``, or, where ``flip[e]``, its conjugate transpose (cols[e], rows[e]).  Blocks of one
-    shape are moved together by fancy indexing (no Python loop over edges).
-    """
-    sizes = rows * cols
-    dst = np.concatenate([[0], np.cumsum(sizes)])
-    out = np.empty(int(dst[-1]), src.dtype)
-    if not len(sizes):
-        return out
-    groups, inverse = np.unique(np.stack([rows, cols, flip.astype(np.int64)], axis=1), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for g, (r, c, fl) in enumerate(groups):
-        members = np.nonzero(inverse == g)[0]
-        t = np.arange(r * c)
-        for a in range(0, len(members), _GATHER_BATCH):
-            sel = members[a:a + _GATHER_BATCH]
-            blocks = src[offsets[sel][:, None] + t[None, :]]
-            if fl:
-                blocks = np.conj(blocks.reshape(-1, r, c).transpose(0, 2, 1)).reshape(len(sel), -1)
-            out[dst[sel][:, None] + t[None, :]] = blocks
-    return out
-
-
 @dataclass(frozen=True)
 class EdgeLayout:
     """The flat spinor layout of one reference structure, as the predictions format needs it.
@@ -262,15 +231,22 @@ class HalfPlan:
     canonical half (n_half entries, the stored layout), built once per :class:`EdgeLayout`.
 
     ``canonical_runs``: tuples (full start, full stop, half start) of the runs of consecutive
-    canonical edges (copied as slices); ``mirror_runs``: tuples (full start, full stop, start in
-    ``mirror_src``) of the runs of consecutive non-canonical edges; ``mirror_src`` (n_full -
-    n_half,) int32/int64: for every non-canonical entry (in full order), the position in the half
-    of its partner entry, whose complex conjugate it is (H_ji(-R) = H_ij(R)^dagger).
+    canonical edges (copied as slices); ``mirror_runs``: tuples (full start, full stop) of the
+    runs of consecutive non-canonical edges.  Per edge e (E,): ``source`` the start in the half
+    of the block e is made from (its own for a canonical edge, its partner's otherwise: H_ji(-R)
+    = H_ij(R)^dagger), ``src_rows``/``src_cols`` that block's shape, ``flip`` = not canonical;
+    :func:`~materials_ham.sample.gather_blocks` moves them.  ``mirror_pieces``: edge ranges
+    [a, b) covering the non-canonical edges, each at most about :data:`_PIECE` entries (or one edge).
     """
 
     canonical_runs: tuple
     mirror_runs: tuple
-    mirror_src: np.ndarray
+    source: np.ndarray
+    src_rows: np.ndarray
+    src_cols: np.ndarray
+    flip: np.ndarray
+    mirror_pieces: tuple
+    offsets: np.ndarray
     n_full: int
     n_half: int
 
@@ -280,35 +256,25 @@ class HalfPlan:
         off = np.asarray(layout.offsets, np.int64)
         canon = np.asarray(layout.canonical, bool)
         half_off = np.concatenate([[0], np.cumsum(np.where(canon, sizes, 0))])
-        n_half = int(half_off[-1])
-        canonical_runs = tuple((int(off[a]), int(off[b]), int(half_off[a])) for a, b in _edge_runs(canon))
-        mirror_runs, m0 = [], 0
-        for a, b in _edge_runs(~canon):
-            mirror_runs.append((int(off[a]), int(off[b]), m0))
-            m0 += int(off[b] - off[a])
         rev = np.asarray(layout.reverse, np.int64)
         nc = np.nonzero(~canon)[0]
         if len(nc) and not canon[rev[nc]].all():
             raise MaterialsHamError("edge reverse map is not an involution onto the canonical edges")
-        idx_type = np.int32 if n_half < np.iinfo(np.int32).max else np.int64
-        src = np.empty(int(off[-1]) - n_half, idx_type)
-        rows, cols = np.asarray(layout.rows, np.int64), np.asarray(layout.cols, np.int64)
-        m0 = 0
-        for a, b in _edge_runs(~canon):                           # cut further into runs of one block shape
-            cut = np.nonzero((np.diff(rows[a:b]) != 0) | (np.diff(cols[a:b]) != 0))[0] + 1
-            for u, v in zip(np.concatenate([[0], cut]) + a, np.concatenate([cut, [b - a]]) + a):
-                r, c = int(rows[u]), int(cols[u])
-                # entry (x, y) of block e is the conjugate of entry (y, x) of its partner (c x r, row-major)
-                x, y = np.divmod(np.arange(r * c), c)
-                local = (y * r + x).astype(idx_type)
-                n = (v - u) * r * c
-                src[m0:m0 + n] = (half_off[rev[u:v]].astype(idx_type)[:, None] + local[None, :]).reshape(-1)
-                m0 += n
-        return cls(canonical_runs=canonical_runs, mirror_runs=tuple(mirror_runs), mirror_src=src,
-                   n_full=int(off[-1]), n_half=n_half)
+        part = np.where(canon, np.arange(len(canon)), rev)                 # the stored block each edge comes from
+        pieces = []
+        for a, b in _edge_runs(~canon):
+            ends = np.cumsum(sizes[a:b])
+            cuts = np.unique(np.searchsorted(ends, np.arange(_PIECE, ends[-1], _PIECE), side="right")) + a
+            bounds = [a, *(int(c) for c in cuts if a < c < b), b]
+            pieces += list(zip(bounds[:-1], bounds[1:]))
+        return cls(canonical_runs=tuple((int(off[a]), int(off[b]), int(half_off[a])) for a, b in _edge_runs(canon)),
+                   mirror_runs=tuple((int(off[a]), int(off[b])) for a, b in _edge_runs(~canon)),
+                   source=half_off[part], src_rows=np.asarray(layout.rows, np.int64)[part],
+                   src_cols=np.asarray(layout.cols, np.int64)[part], flip=~canon, mirror_pieces=tuple(pieces),
+                   offsets=off, n_full=int(off[-1]), n_half=int(half_off[-1]))
 
     def nbytes(self) -> int:
-        return int(self.mirror_src.nbytes)
+        return int(self.source.nbytes + self.src_rows.nbytes + self.src_cols.nbytes + self.offsets.nbytes)
 
     def half(self, full: np.ndarray) -> np.ndarray:
         """(n_half,) the canonical entries of the flat ``full`` array (a copy)."""
@@ -319,37 +285,25 @@ class HalfPlan:
         return out
 
     def full(self, half: np.ndarray) -> np.ndarray:
-        """(n_full,) the full flat array: ``half`` on the canonical entries, conjugated partners elsewhere."""
-        half = np.asarray(half)
-        out = np.empty(self.n_full, half.dtype)
-        for a, b, h in self.canonical_runs:
-            out[a:b] = half[h:h + b - a]
-        for a, b, m in self.mirror_runs:
-            seg = out[a:b]
-            np.take(half, self.mirror_src[m:m + b - a], out=seg, mode="clip")   # "clip": no buffered copy
-            if np.iscomplexobj(seg):
-                np.conjugate(seg, out=seg)
-        return out
+        """(n_full,) the full flat array: ``half`` on the canonical entries, conjugate-transposed
+        partner blocks elsewhere (exact: values are moved and conjugated, never computed)."""
+        return gather_blocks(np.asarray(half), self.source, self.src_rows, self.src_cols, self.flip)
 
     def is_mirrored(self, x: np.ndarray) -> bool:
         """True when every non-canonical entry of the flat ``x`` is exactly (bit for bit) the
         conjugate of its partner entry, i.e. ``full(half(x))`` would return ``x`` unchanged."""
         x = np.asarray(x)
         half = self.half(x)
-        for a, b, m in self.mirror_runs:
-            for c in range(a, b, _PIECE):
-                d = min(b, c + _PIECE)
-                want = np.take(half, self.mirror_src[m + c - a:m + d - a], mode="clip")
-                if np.iscomplexobj(want):
-                    np.conjugate(want, out=want)
-                if not np.array_equal(np.asarray(x[c:d]).view(np.uint8), want.view(np.uint8)):
-                    return False
+        for a, b in self.mirror_pieces:
+            want = gather_blocks(half, self.source[a:b], self.src_rows[a:b], self.src_cols[a:b], self.flip[a:b])
+            if not np.array_equal(x[self.offsets[a]:self.offsets[b]].view(np.uint8), want.view(np.uint8)):
+                return False
         return True
 
     def mirror_deviation(self, given: np.ndarray, full: np.ndarray) -> float:
         """max |given - full| (eV) over the non-canonical entries (0 where there are none)."""
         worst = 0.0
-        for a, b, _ in self.mirror_runs:
+        for a, b in self.mirror_runs:
             for c in range(a, b, _PIECE):
                 d = min(b, c + _PIECE)
                 worst = max(worst, float(np.abs(given[c:d] - full[c:d]).max()))
@@ -494,7 +448,7 @@ def write_predictions(path: str | os.PathLike, dataset, predictions, *, split: s
             if sid not in wanted_set:
                 raise FormatError(f"structure {sid!r} is not in split {split!r} of the dataset {dataset_name(store)!r}")
             seen.add(sid)
-            layout = EdgeLayout.from_sample(store.by_id(sid))
+            layout = EdgeLayout.from_sample(store.by_id(sid, matrices=()))   # the edge layout only: no matrix read
             full = check_prediction(sid, H, layout, symmetrize=symmetrize)
             half = layout.half(full)
             col.add(half)
@@ -670,28 +624,34 @@ class PredictionsStore:
                 "(wrong block shapes or a different edge set)", subject=where)
 
     # ------------------------------------------------------------------------------ reads
-    def _read(self, arr, name: str, a: int, b: int) -> np.ndarray:
+    def _read(self, arr, name: str, a: int, b: int, out: np.ndarray | None = None) -> np.ndarray:
         from ..store.reader import read_checked
 
-        return np.asarray(read_checked(arr, self.path, name, a, b, hint=""))
+        return np.asarray(read_checked(arr, self.path, name, a, b, hint="", out=out))
 
     def read_half(self, sid: str) -> np.ndarray:
         """The stored canonical half of structure ``sid`` (complex128, checked finite)."""
+        return self._read_half(sid)
+
+    def _read_half(self, sid: str, scratch: bool = False) -> np.ndarray:
+        """:meth:`read_half`; ``scratch``: into this thread's reusable buffer (valid until its next use)."""
+        from ..store.shards import scratch as scratch_buffer
+
         try:
             k = self._position[sid]
         except KeyError:
             raise FormatError(f"structure {sid!r} is not in the predictions", subject=str(self.path)) from None
         a, b = int(self.offsets[k]), int(self.offsets[k + 1])
-        half = self._read(self._H, H_ARRAY, a, b)
-        bad = ~np.isfinite(half)
-        if bad.any():
+        half = self._read(self._H, H_ARRAY, a, b, out=scratch_buffer((b - a,), np.complex128) if scratch else None)
+        if not np.isfinite(half.sum()):              # a finite sum: every value is finite
+            bad = ~np.isfinite(half)
             raise FormatError(f"structure {sid!r}: {int(bad.sum())} non-finite predicted value(s) (NaN/inf)",
                               subject=str(self.path / H_ARRAY))
         return half
 
     def read_full(self, sid: str, layout: EdgeLayout, tolerance: float = HERMITIAN_TOLERANCE_EV) -> np.ndarray:
         """The full flat H of structure ``sid`` (Sample.H layout); on-site blocks must be Hermitian."""
-        full = layout.full(self.read_half(sid))
+        full = layout.full(self._read_half(sid, scratch=True))      # the half is consumed here
         dev, e = layout.hermiticity_error(full, layout.onsite_edges)
         if dev > tolerance:
             raise FormatError(f"structure {sid!r}: on-site block is not Hermitian ({dev:.3g} eV on "

@@ -14,7 +14,8 @@ cumulative starts, so a reader can locate a structure from either.
 
 Only the canonical half of the edges (e <= reverse[e]) is stored, in the sample's edge order,
 and the blocks are flattened exactly as :meth:`materials_ham.sample.Sample.save` does; the
-reader rebuilds the other half with :meth:`~materials_ham.sample.Sample.from_half`.
+reader rebuilds the other half with :class:`~materials_ham.sample.HalfEdges` (as
+:meth:`~materials_ham.sample.Sample.from_half` does).
 
 Arrays are sharded (``sharding_indexed`` codec): one file per shard of about
 ``shard_mib`` MiB of raw data, made of inner chunks of about :data:`CHUNK_BYTES` so that
