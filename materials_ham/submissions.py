@@ -959,7 +959,8 @@ def columns(entries: list[Entry]) -> list[Column]:
     if band:
         cols.append(Column("headline", band, f"bands E_F±{half} eV, aligned (meV)"))
     for name, label in (("gap_error_mev", "gap error (meV)"), ("soc_splitting_error_mev", "SOC splitting error (meV)"),
-                        (f"ghost_states_{w}_per_k", f"ghost states E_F±{half} eV (per k)")):
+                        (f"ghost_states_{w}_per_k", f"ghost states E_F±{half} eV (per k)"),
+                        ("ghost_states_below_per_k", "states below the spectrum (per k)")):
         if name in keys:
             cols.append(Column("headline", name, label))
     cols.append(Column("headline", HEADLINE, "val: H MAE spin-diag real (meV)", split="val"))

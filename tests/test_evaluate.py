@@ -68,6 +68,7 @@ def test_reference_prediction_scores_exactly_zero(evaluator, refs):
     for name, entry in m["bands"].items():
         assert entry["mean"] == 0.0, name
     assert m["headline"]["spin_diag_real_mev"] == 0.0
+    assert m["headline"]["ghost_states_below_per_k"] == 0.0 and m["headline"]["ghost_states_w1_per_k"] == 0.0
     assert all(r["mu_ev"] == 0.0 for r in m["per_structure"])
 
 
@@ -208,6 +209,7 @@ def test_gap_error_and_ghost_states_below(evaluator, refs):
     r = per(m, "gaas")["bands"]
     assert r["ghost_states.below"] == 2.0                                  # one Kramers pair below the spectrum, every k
     assert per(m, "si")["bands"]["ghost_states.below"] == 0.0
+    assert m["headline"]["ghost_states_below_per_k"] == pytest.approx(2.0 / 3)       # mean over the 3 structures
     ref = evaluator.reference("gaas").bands
     gap_ref = min(ref.eig[:, ref.n_occ]) - max(ref.eig[:, ref.n_occ - 1])
     assert r["gap_ref_ev"] == pytest.approx(max(0.0, gap_ref), abs=1e-12) and r["gap_ref_ev"] > 0.1
