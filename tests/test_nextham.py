@@ -220,23 +220,21 @@ def test_onsite_operator_term_is_half_s_x_plus_x_s_in_real_and_reciprocal_space(
         pos += want.size
     assert pos == len(got)
 
-    # reciprocal space: T(k) = 1/2 (S_scored(k) X + X S_scored(k))
-    k = np.array([0.13, -0.27, 0.41])
-    nao = s.nao
-    T = np.zeros(4 * nao * nao, complex)
-    Sk = np.zeros((2 * nao, 2 * nao), complex)
-    phase = np.exp(2j * np.pi * s.edge_shift[scored] @ k)
-    np.add.at(T, g.kpos.numpy(), got * phase[g.entry_edge.numpy()])
-    off = s.orbital_offsets
-    for c, e in enumerate(scored):
-        i, j = s.edge_index[e]
-        Sk[off[i]:off[i] + n[i], off[j]:off[j] + n[j]] += phase[c] * s.block("S", e)
-    Sk[nao:, nao:] = Sk[:nao, :nao]
+    # reciprocal space: T(k) = 1/2 (S_scored(k) X + X S_scored(k)), Bloch sums by materials_ham.kspace
+    from materials_ham.kspace import bloch
+
+    k = np.array([[0.13, -0.27, 0.41]])
+    nao, off = s.nao, s.orbital_offsets
+    T = np.zeros(g.n_full, complex)
+    T[g.scored_take] = got
+    keep = np.repeat(np.isin(np.arange(s.n_edges), scored), s.block_sizes)
+    Sk = bloch(s, "S", k, flat=np.where(keep, s.S, 0.0))[0]
+    Sk = np.kron(np.eye(2), Sk)
     X = np.zeros_like(Sk)
     for a in range(s.n_atoms):
         idx = np.concatenate([off[a] + np.arange(n[a]), nao + off[a] + np.arange(n[a])])
         X[np.ix_(idx, idx)] = Xs[a]
-    assert np.allclose(T.reshape(2 * nao, 2 * nao), 0.5 * (Sk @ X + X @ Sk), atol=1e-10)
+    assert np.allclose(bloch(s, "H", k, flat=T)[0], 0.5 * (Sk @ X + X @ Sk), atol=1e-10)
 
 
 # ------------------------------------------------------------------------------- training

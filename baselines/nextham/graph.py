@@ -128,11 +128,16 @@ def _scored_take(sample, scored: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(scored) else np.zeros(0, np.int64)
 
 
+def _scored_starts(sample, scored: np.ndarray) -> np.ndarray:
+    """(Es,) first position of each scored edge's spinor block (4 n_i n_j entries) in the scored flat array."""
+    return np.concatenate([[0], np.cumsum(4 * sample.block_sizes[scored])])[:-1].astype(np.int64)
+
+
 def _hermitian_partner(sample, scored: np.ndarray) -> np.ndarray:
     """For the scored flat array: the position of entry (e, a, b)'s partner (rev(e), b, a)."""
     n = sample.orbitals_per_atom
     ni, nj = 2 * n[sample.edge_index[scored, 0]], 2 * n[sample.edge_index[scored, 1]]
-    start = np.concatenate([[0], np.cumsum(ni * nj)])[:-1]
+    start = _scored_starts(sample, scored)
     where = {int(e): k for k, e in enumerate(scored)}
     out = []
     for k, e in enumerate(scored):
@@ -156,8 +161,7 @@ def _operator_groups(sample, scored: np.ndarray) -> tuple[np.ndarray, list]:
     """(onsite_start (N,), [OperatorGroup]) of the scored flat array (see :class:`Graph`)."""
     n = sample.orbitals_per_atom
     i, j = sample.edge_index[scored, 0], sample.edge_index[scored, 1]
-    size = 4 * n[i] * n[j]
-    start = np.concatenate([[0], np.cumsum(size)])[:-1]
+    start = _scored_starts(sample, scored)
     onsite = sample.is_onsite[scored]
     onsite_start = np.zeros(len(n), np.int64)
     onsite_start[i[onsite]] = start[onsite]

@@ -123,13 +123,18 @@ class DatasetStore:
             yield self._load(int(k), matrices)
 
     # ---------------------------------------------------------------------------- internals
-    def _rows_of(self, k: int, name: str) -> np.ndarray:
-        """Structure k's part of array ``name`` (its rows; for per-structure arrays, its one row)."""
+    def _span(self, k: int, name: str) -> tuple[int, int]:
+        """Rows [a, b) of array ``name`` that hold structure k."""
         unit = L.ARRAYS[name].unit
         if unit == "structure":
-            return self.read_rows(name, k, k + 1)[0]
+            return k, k + 1
         u = L.UNITS.index(unit)
-        return self.read_rows(name, int(self._starts[k, u]), int(self._stops[k, u]))
+        return int(self._starts[k, u]), int(self._stops[k, u])
+
+    def _rows_of(self, k: int, name: str) -> np.ndarray:
+        """Structure k's part of array ``name`` (its rows; for per-structure arrays, its one row)."""
+        rows = self.read_rows(name, *self._span(k, name))
+        return rows[0] if L.ARRAYS[name].unit == "structure" else rows
 
     def _load(self, k: int, matrices: Iterable[str] = MATRICES) -> Sample:
         """Structure k: the small arrays, then each wanted matrix read and mirrored (:meth:`_matrix`),
@@ -170,8 +175,7 @@ class DatasetStore:
         """Matrix ``name`` of structure k over its full edge list: the stored half, decoded into
         this thread's scratch buffer (consumed at once), then mirrored into a new array."""
         spec = L.ARRAYS[name]
-        u = L.UNITS.index(spec.unit)
-        a, b = int(self._starts[k, u]), int(self._stops[k, u])
+        a, b = self._span(k, name)
         half = self.read_rows(name, a, b, out=scratch((b - a, *spec.tail), spec.dtype))
         return self._guard(k, edges.full, name, half)
 
