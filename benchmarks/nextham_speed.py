@@ -32,9 +32,8 @@ def main(argv=None) -> int:
     import torch
 
     from baselines.nextham.checkpoint import load_checkpoint
-    from baselines.nextham.graph import build_graph
     from baselines.nextham.loss import total_loss
-    from baselines.nextham.model import build_model
+    from baselines.nextham.model import build_model, model_graph
     from baselines.nextham.train import _dtype, read_config, set_scales, slot_table
     from materials_ham import load_dataset
 
@@ -66,8 +65,7 @@ def main(argv=None) -> int:
     dtype = _dtype(cfg.train.dtype)
 
     def prep(s, sid, kspace):
-        return build_graph(s, sid, table, cutoff=cfg.model.cutoff, input_scale=cfg.model.input_scale,
-                           target_scale=cfg.model.target_scale, dtype=dtype,
+        return model_graph(s, sid, table, cfg.model, dtype=dtype,
                            kspace_grid=cfg.train.kspace_grid if kspace else 0).to(device)
 
     t = time.perf_counter()

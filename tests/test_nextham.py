@@ -15,15 +15,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("e3nn")
 
 from baselines.nextham.encoding import SlotTable, decode, encode, pair_irreps, pair_map, plan_blocks  # noqa: E402
-from baselines.nextham.graph import build_graph  # noqa: E402
 from baselines.nextham.loss import LossWeights, total_loss  # noqa: E402
-from baselines.nextham.model import ModelConfig, NextHAM, build_model  # noqa: E402
+from baselines.nextham.model import ModelConfig, NextHAM, build_model, model_graph  # noqa: E402
 from materials_ham import load_sample  # noqa: E402
 from materials_ham.rotations import random_rotation, rotate_sample, wigner_d  # noqa: E402
 
 SMALL = ModelConfig(mul={0: 6, 1: 3, 2: 2, 3: 1, 4: 1, 5: 1}, n_blocks=2, heads=2, n_rbf=8, radial_hidden=8,
                     cutoff=5.0, ranges=[[0.0, 3.0], [3.0, 5.0]], input_scale=5.0, target_scale=0.05,
-                    zero_init_output=False, onsite_operator=True)
+                    zero_init_output=False, onsite_operator=True, projector_operator=True,
+                    terms_on_all_edges=True)
 
 
 def _table(*samples):
@@ -34,8 +34,7 @@ def _table(*samples):
 
 
 def _graph(sample, table, cfg=SMALL, dtype=torch.float64, kspace_grid=0):
-    return build_graph(sample, "x", table, cutoff=cfg.cutoff, input_scale=cfg.input_scale,
-                       target_scale=cfg.target_scale, dtype=dtype, kspace_grid=kspace_grid)
+    return model_graph(sample, "x", table, cfg, dtype=dtype, kspace_grid=kspace_grid, predict=True)
 
 
 def _model(table, seed=0, cfg=SMALL):
@@ -45,10 +44,9 @@ def _model(table, seed=0, cfg=SMALL):
     return m
 
 
-def _full(g, dh):
-    out = np.zeros(g.n_full, np.complex128)
-    out[g.scored_take] = dh.detach().numpy()
-    return out
+def _full(m, g):
+    """The model's dH on every stored edge (far edges included when the operator terms cover them)."""
+    return m.predict_flat(g, np.zeros(g.n_full, np.complex128))
 
 
 # --------------------------------------------------------------------------------- encoding
@@ -108,14 +106,11 @@ def test_prediction_rotates_with_the_structure(si_sample):
     table = _table(s)
     m = _model(table)
     R = random_rotation(3)
-    out = m(_graph(s, table)).dh
-    g_rot = _graph(rotate_sample(s, R), table)
-    out_rot = m(g_rot).dh
-    g = _graph(s, table)
+    g, g_rot = _graph(s, table), _graph(rotate_sample(s, R), table)
     pred = s.copy()
-    pred.H = _full(g, out)
+    pred.H = _full(m, g)
     expected = rotate_sample(pred, R).H
-    got = _full(g_rot, out_rot)
+    got = _full(m, g_rot)
     scale = np.abs(expected).max()
     assert scale > 1e-4                               # a non-trivial correction
     assert np.abs(expected - got).max() < 1e-8 * scale
@@ -143,8 +138,8 @@ def test_prediction_is_invariant_to_inversion_parity(si_sample):
         return out
     inv.H, inv.H0, inv.S = flip(s.H, True), flip(s.H0, True), flip(s.S, False)
     g, g_inv = _graph(s, table), _graph(inv, table)
-    got = _full(g_inv, m(g_inv).dh)
-    expected = flip(_full(g, m(g).dh), True)
+    got = _full(m, g_inv)
+    expected = flip(_full(m, g), True)
     assert np.abs(expected - got).max() < 1e-10 * np.abs(expected).max()
 
 
@@ -153,13 +148,13 @@ def test_prediction_is_invariant_to_translation_and_atom_permutation(gaas_sample
     table = _table(s)
     m = _model(table, seed=1)
     g = _graph(s, table)
-    ref = _full(g, m(g).dh)
+    ref = _full(m, g)
 
     moved = s.copy()
     moved.crystal = type(s.crystal)(s.crystal.numbers, s.crystal.positions + [0.37, -1.2, 2.9], s.crystal.cell,
                                     s.crystal.pbc)
     gm = _graph(moved, table)
-    assert np.abs(_full(gm, m(gm).dh) - ref).max() < 1e-10 * np.abs(ref).max()
+    assert np.abs(_full(m, gm) - ref).max() < 1e-10 * np.abs(ref).max()
 
     # swap the two atoms: same edge order, atom labels exchanged -> same blocks per edge
     perm = np.array([1, 0])
@@ -167,12 +162,12 @@ def test_prediction_is_invariant_to_translation_and_atom_permutation(gaas_sample
     swapped.crystal = type(s.crystal)(s.crystal.numbers[perm], s.crystal.positions[perm], s.crystal.cell, s.crystal.pbc)
     swapped.edge_index = np.argsort(perm)[s.edge_index]
     gs = _graph(swapped, table)
-    assert np.abs(_full(gs, m(gs).dh) - ref).max() < 1e-10 * np.abs(ref).max()
+    assert np.abs(_full(m, gs) - ref).max() < 1e-10 * np.abs(ref).max()
 
 
 def test_prediction_is_hermitian_and_far_edges_keep_h0(gaas_sample):
-    """Edges beyond the last range keep H0 without the operator term; with it, only unscored
-    edges (>= 8 A) do."""
+    """Edges beyond the last range keep H0 without the operator terms; with them, only unscored
+    edges (>= 8 A) do, unless the terms act on every stored edge: then no edge keeps H0."""
     from dataclasses import replace
 
     from materials_ham.conventions import HEADLINE_EDGE_CUTOFF
@@ -181,14 +176,19 @@ def test_prediction_is_hermitian_and_far_edges_keep_h0(gaas_sample):
     s = gaas_sample
     table = _table(s)
     lengths = np.repeat(s.edge_lengths(), 4 * s.block_sizes)
-    for cfg, edge in ((replace(SMALL, onsite_operator=False), SMALL.ranges[-1][1]), (SMALL, HEADLINE_EDGE_CUTOFF)):
+    local = replace(SMALL, terms_on_all_edges=False)
+    for cfg, edge in ((replace(local, onsite_operator=False, projector_operator=False), SMALL.ranges[-1][1]),
+                      (replace(local, projector_operator=False), HEADLINE_EDGE_CUTOFF),
+                      (replace(local, onsite_operator=False), HEADLINE_EDGE_CUTOFF),
+                      (SMALL, np.inf)):
         m = _model(table, cfg=cfg)
         H = m.predict_flat(_graph(s, table, cfg), s.H0)
         err, _ = EdgeLayout.from_sample(s).hermiticity_error(H)
         assert err < 1e-12
         beyond = lengths >= edge
-        assert beyond.any() and np.array_equal(H[beyond], s.H0[beyond])
-        assert np.abs(H - s.H0)[~beyond].max() > 0          # and the rest is corrected
+        assert np.array_equal(H[beyond], s.H0[beyond])
+        assert np.abs(H - s.H0)[~beyond & (lengths >= HEADLINE_EDGE_CUTOFF if edge == np.inf else ~beyond)].max() > 0
+        assert beyond.any() == (edge != np.inf)
 
 
 def test_onsite_operator_term_is_half_s_x_plus_x_s_in_real_and_reciprocal_space(gaas_sample):
@@ -198,14 +198,8 @@ def test_onsite_operator_term_is_half_s_x_plus_x_s_in_real_and_reciprocal_space(
     s = gaas_sample
     table = _table(s)
     g = _graph(s, table)
-    rng = np.random.default_rng(3)
     n = s.orbitals_per_atom
-    Xs = []
-    x = np.zeros(len(g.h0), complex)
-    for a in range(s.n_atoms):
-        A = rng.normal(size=(2 * n[a], 2 * n[a])) + 1j * rng.normal(size=(2 * n[a], 2 * n[a]))
-        Xs.append(A + A.conj().T)
-        x[int(g.onsite_start[a]):int(g.onsite_start[a]) + 4 * n[a] ** 2] = Xs[-1].reshape(-1)
+    Xs, x = _random_operators(s, g, 3)
     got = NextHAM._operator_term(g, torch.from_numpy(x)).numpy()
 
     from materials_ham.gauge import scored_edges
@@ -235,6 +229,132 @@ def test_onsite_operator_term_is_half_s_x_plus_x_s_in_real_and_reciprocal_space(
         idx = np.concatenate([off[a] + np.arange(n[a]), nao + off[a] + np.arange(n[a])])
         X[np.ix_(idx, idx)] = Xs[a]
     assert np.allclose(bloch(s, "H", k, flat=T)[0], 0.5 * (Sk @ X + X @ Sk), atol=1e-10)
+
+
+def _random_operators(s, g, seed):
+    """Random Hermitian spinor operators per atom, as a list and in the on-site blocks of a flat array."""
+    rng = np.random.default_rng(seed)
+    n = s.orbitals_per_atom
+    ops, flat = [], np.zeros(len(g.h0), complex)
+    for a in range(s.n_atoms):
+        A = rng.normal(size=(2 * n[a], 2 * n[a])) + 1j * rng.normal(size=(2 * n[a], 2 * n[a]))
+        ops.append(A + A.conj().T)
+        flat[int(g.onsite_start[a]):int(g.onsite_start[a]) + 4 * n[a] ** 2] = ops[-1].reshape(-1)
+    return ops, flat
+
+
+@pytest.mark.parametrize("threshold", [1e-2, 1e-4])
+def test_projector_term_is_s_y_s_summed_over_the_kept_legs(gaas_sample, threshold):
+    """The projector term on every scored edge ij(R) is sum over atoms k and shifts R1 of
+    (S_ik(R1) x I2) Y_k (S_kj(R - R1) x I2), over the kept legs: checked against
+    a brute-force sum over every pair of stored overlap blocks with |S|_F >= threshold; a lower
+    threshold keeps more legs."""
+    from dataclasses import replace
+
+    from materials_ham.gauge import scored_edges
+
+    s = gaas_sample
+    table = _table(s)
+    g = _graph(s, table, replace(SMALL, projector_threshold=threshold))
+    Ys, y = _random_operators(s, g, 5)
+    got = NextHAM._projector_term(g, torch.from_numpy(y)).numpy()
+
+    legs = {}
+    for e, (i, j) in enumerate(s.edge_index):
+        S = s.block("S", e)
+        if np.linalg.norm(S) >= threshold:
+            legs[(int(i), int(j), tuple(s.edge_shift[e].tolist()))] = np.kron(np.eye(2), S)
+    pos = n_terms = 0
+    for e in scored_edges(s):
+        i, j = (int(a) for a in s.edge_index[e])
+        R = s.edge_shift[e]
+        want = np.zeros((2 * s.orbitals_per_atom[i], 2 * s.orbitals_per_atom[j]), complex)
+        for (a, k, R1), S1 in legs.items():
+            S2 = legs.get((k, j, tuple((R - np.array(R1)).tolist()))) if a == i else None
+            if S2 is not None:
+                want += S1 @ Ys[k] @ S2
+                n_terms += 1
+        assert np.allclose(got[pos:pos + want.size], want.reshape(-1), atol=1e-10)
+        pos += want.size
+    assert pos == len(got)
+    assert n_terms == sum(len(q.left) for q in g.proj_groups) > 0
+    if threshold < 1e-2:
+        coarse = _graph(s, table, SMALL)
+        assert sum(len(q.left) for q in coarse.proj_groups) < n_terms
+
+
+def test_operator_terms_on_every_edge_match_brute_force_and_the_loss_sees_them(gaas_sample):
+    """With ``terms_on_all_edges`` the far edges (stored, >= 8 A) get 1/2 (S X + X S) + S Y S with the
+    model's own X and Y (brute force per edge), and the reciprocal-space loss's D(k) equals the
+    Bloch sum of the written prediction minus H: exactly for 1/2 (S X + X S); for S Y S up to the
+    products whose ends lie beyond the stored edges, which the prediction cannot hold."""
+    from materials_ham.gauge import scored_edges
+    from materials_ham.kspace import bloch
+
+    from baselines.nextham.loss import operator_terms_k
+
+    s = gaas_sample
+    table = _table(s)
+    m = _model(table, seed=2)
+    g = _graph(s, table, kspace_grid=2)
+    out = m(g)
+    H = m.predict_flat(g, s.H0)
+    n, nao, off = s.orbitals_per_atom, s.nao, s.orbital_offsets
+
+    def atom_blocks(flat):
+        return [flat[int(g.onsite_start[a]):int(g.onsite_start[a]) + 4 * n[a] ** 2].detach().numpy().reshape(2 * n[a], 2 * n[a])
+                for a in range(s.n_atoms)]
+    X, Y = atom_blocks(out.x), atom_blocks(out.y)
+    assert all(np.allclose(a, a.conj().T) for a in X + Y)
+    legs = {}
+    for e, (i, j) in enumerate(s.edge_index):
+        if np.linalg.norm(s.block("S", e)) >= SMALL.projector_threshold:
+            legs[(int(i), int(j), tuple(s.edge_shift[e].tolist()))] = np.kron(np.eye(2), s.block("S", e))
+    far = np.setdiff1d(np.arange(s.n_edges), scored_edges(s))
+    assert len(far) > 0
+    for e in far:
+        i, j = (int(a) for a in s.edge_index[e])
+        R = s.edge_shift[e]
+        S = np.kron(np.eye(2), s.block("S", e))
+        want = 0.5 * (S @ X[j] + X[i] @ S)
+        for (a, k, R1), S1 in legs.items():
+            S2 = legs.get((k, j, tuple((R - np.array(R1)).tolist()))) if a == i else None
+            if S2 is not None:
+                want += S1 @ Y[k] @ S2
+        a, b = 4 * s.block_offsets[e], 4 * s.block_offsets[e + 1]
+        assert np.allclose(H[a:b] - s.H0[a:b], want.reshape(-1), atol=1e-12)
+
+    k = 1
+    true = bloch(s, "H", g.kpts[k:k + 1].numpy(), flat=H - s.H)[0]
+    phase = np.exp(2j * np.pi * (g.scored_shift.numpy() @ g.kpts[k].numpy()))
+    D = np.zeros(4 * nao * nao, complex)
+    np.add.at(D, g.kpos.numpy(), (g.h0 + out.free - g.h).detach().numpy() * phase[g.entry_edge.numpy()])
+    base = D.reshape(2 * nao, 2 * nao) + g.k_far[k].numpy()
+    for flag in ("x", "y"):
+        only = type(out)(out.dh, [], [], out.free, out.x if flag == "x" else None, out.y if flag == "y" else None)
+        T = operator_terms_k(g, only, k).detach().numpy()
+        Hk = (H - s.H).copy()
+        # the prediction with only this term: remove the other one in real space
+        other = type(out)(out.dh, [], [], out.free, out.x if flag == "y" else None, out.y if flag == "x" else None)
+        Hk[g.scored_take] -= (m._operator_term(g, other.x) if flag == "y" else m._projector_term(g, other.y)).detach().numpy()
+        Hk[g.far_take] -= m.far_terms(g, other).detach().numpy()
+        got = bloch(s, "H", g.kpts[k:k + 1].numpy(), flat=Hk)[0]
+        err = np.abs(base + T - got).max()
+        if flag == "x":
+            assert err < 1e-10 * np.abs(T).max()
+        else:
+            assert err < 1e-2 * np.abs(T).max()
+    assert np.abs(true).max() > 0
+
+
+def test_projector_term_needs_its_plan(gaas_sample):
+    s = gaas_sample
+    table = _table(s)
+    from dataclasses import replace
+
+    g = _graph(s, table, replace(SMALL, projector_operator=False))
+    with pytest.raises(ValueError, match="projector plan"):
+        NextHAM._projector_term(g, torch.zeros(len(g.h0), dtype=torch.complex128))
 
 
 # ------------------------------------------------------------------------------- training

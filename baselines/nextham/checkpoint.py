@@ -53,6 +53,12 @@ def load_checkpoint(path: str | os.PathLike, device="cpu", dtype: torch.dtype | 
             dtype = torch.float64 if meta.get("train", {}).get("dtype") == "float64" else torch.float32
         model = build_model(ModelConfig.from_dict(meta["model"]), SlotTable.from_dict(meta["slots"]), dtype)
         weights = load_file(str(path / "model.safetensors"), device="cpu")
+        # older checkpoints hold output heads for parts the config leaves out (free correction
+        # off): built zero, never used, so never trained; a non-zero one is a mismatch
+        have = model.state_dict()
+        unused = {k.rsplit(".", 1)[0] for k, v in weights.items()
+                  if ".head." in k and k.endswith(".weight") and k not in have and not v.any()}
+        weights = {k: v for k, v in weights.items() if k.rsplit(".", 1)[0] not in unused}
         model.load_state_dict(weights)
     except FileNotFoundError as err:
         raise FormatError(f"missing {Path(err.filename).name}", subject=str(path)) from None

@@ -11,7 +11,7 @@ memory as torch tensors.  Edge sets, all subsets of the sample's edges:
 * **nodes**: atoms; the on-site block (i, i, 0) of atom i is node i's input and output.
 
 Scored edges outside the graph keep H0 (the paper keeps H0 beyond its last range), apart from the
-optional on-site-operator term 1/2 (S X + X S) of :mod:`.model`, which covers every scored edge.
+optional operator terms of :mod:`.model` (1/2 (S X + X S) and S X S), which cover every scored edge.
 """
 from __future__ import annotations
 
@@ -56,6 +56,22 @@ class OperatorGroup:
 
 
 @dataclass
+class ProjectorGroup:
+    """Triplets (scored edge ij(R), intermediate atom k at R1) with block shapes (n_i, n_k, n_j), for the
+    projector term dH_ij(R) += sum_k,R1 S_ik(R1) X_k S_kj(R - R1): ``left``/``right`` (m,) rows of the
+    legs S_ik(R1) and S_kj(R - R1) in ``Graph.leg_banks[(n_i, n_k)]`` / ``[(n_k, n_j)]`` (the
+    intermediate atom k is ``Graph.leg_atoms[(n_i, n_k)][left]``); ``start`` (m,) first position of
+    the scored edge's block in the scored flat array."""
+
+    ni: int
+    nk: int
+    nj: int
+    left: torch.Tensor
+    right: torch.Tensor
+    start: torch.Tensor
+
+
+@dataclass
 class Graph:
     """Tensors of one structure (float tensors in ``dtype``; complex ones complex128).
 
@@ -71,6 +87,15 @@ class Graph:
     shell pair in (eV / target_scale)^2, with masks ``trace_edge_mask``/``trace_node_mask``.
     On-site operator term: ``onsite_start`` (N,) first position of atom i's on-site block in the
     scored flat array, ``op_groups`` the scored edges by block shape (:class:`OperatorGroup`).
+    Projector term (only when built with ``projector``): ``leg_banks`` {(n_a, n_b): (L, n_a, n_b)} the
+    overlap blocks S_ab(R) (dimensionless, in ``dtype``) used as legs, ``leg_atoms`` {(n_a, n_b): (L,)}
+    their atoms b, ``proj_groups`` (:class:`ProjectorGroup`).
+    Operator terms on every stored edge (``terms_everywhere``): the *far* edges are the stored edges
+    outside the scored set; with ``far_plans``: ``far_take`` (Ff,) positions of their entries in the
+    sample's flat H, ``far_s_spinor`` (Ff,), ``far_op_groups`` / ``far_proj_groups`` (plans of both terms
+    on the far flat array); with a k-space grid: ``k_s`` (K, nao, nao) the Bloch sum of S over every
+    stored edge and ``k_s_legs`` (K, nao, nao) over the projector's legs, so the loss sees both terms
+    on every edge.
     """
 
     sid: str
@@ -104,6 +129,15 @@ class Graph:
     k_eps: torch.Tensor = None       # (K, 2 nao) reference eigenvalues (eV)
     k_vecs: torch.Tensor = None      # (K, 2 nao, 2 nao) S-orthonormal reference eigenvectors (columns)
     k_far: torch.Tensor = None       # (K, 2 nao, 2 nao) Bloch sum of H0 - H over unscored edges (eV)
+    leg_banks: dict = None
+    leg_atoms: dict = None
+    proj_groups: list = None
+    far_take: np.ndarray = None
+    far_s_spinor: torch.Tensor = None
+    far_op_groups: list = None
+    far_proj_groups: list = None
+    k_s: torch.Tensor = None
+    k_s_legs: torch.Tensor = None
 
     @property
     def n_atoms(self) -> int:
@@ -116,28 +150,35 @@ class Graph:
                 v = v.to(device)
             elif k.endswith("_plans"):
                 v = [OutputPlan(p.l1, p.l2, *(t.to(device) for t in (p.owner, p.start, p.flat, p.slot))) for p in v]
-            elif k == "op_groups":
+            elif k in ("op_groups", "far_op_groups") and v is not None:
                 v = [OperatorGroup(q.ni, q.nj, *(t.to(device) for t in (q.start, q.i, q.j))) for q in v]
+            elif k in ("proj_groups", "far_proj_groups") and v is not None:
+                v = [ProjectorGroup(q.ni, q.nk, q.nj, *(t.to(device) for t in (q.left, q.right, q.start)))
+                     for q in v]
+            elif k in ("leg_banks", "leg_atoms") and v is not None:
+                v = {shape: t.to(device) for shape, t in v.items()}
             out[k] = v
         return Graph(**out)
 
 
-def _scored_take(sample, scored: np.ndarray) -> np.ndarray:
+def _edge_entries(sample, edges: np.ndarray) -> np.ndarray:
+    """Positions in the sample's flat H of the entries of ``edges`` (blocks in that order)."""
     off = 4 * sample.block_offsets
-    starts, stops = off[:-1][scored], off[1:][scored]
-    return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(scored) else np.zeros(0, np.int64)
+    starts, stops = off[:-1][edges], off[1:][edges]
+    return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(edges) else np.zeros(0, np.int64)
 
 
-def _scored_starts(sample, scored: np.ndarray) -> np.ndarray:
-    """(Es,) first position of each scored edge's spinor block (4 n_i n_j entries) in the scored flat array."""
-    return np.concatenate([[0], np.cumsum(4 * sample.block_sizes[scored])])[:-1].astype(np.int64)
+def _block_starts(sample, edges: np.ndarray) -> np.ndarray:
+    """(E',) first position of each edge's spinor block (4 n_i n_j entries) in the flat array of
+    ``edges`` (their blocks concatenated in that order, e.g. the scored flat array)."""
+    return np.concatenate([[0], np.cumsum(4 * sample.block_sizes[edges])])[:-1].astype(np.int64)
 
 
 def _hermitian_partner(sample, scored: np.ndarray) -> np.ndarray:
     """For the scored flat array: the position of entry (e, a, b)'s partner (rev(e), b, a)."""
     n = sample.orbitals_per_atom
     ni, nj = 2 * n[sample.edge_index[scored, 0]], 2 * n[sample.edge_index[scored, 1]]
-    start = _scored_starts(sample, scored)
+    start = _block_starts(sample, scored)
     where = {int(e): k for k, e in enumerate(scored)}
     out = []
     for k, e in enumerate(scored):
@@ -157,20 +198,95 @@ def _bloch_positions(sample, scored: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _operator_groups(sample, scored: np.ndarray) -> tuple[np.ndarray, list]:
-    """(onsite_start (N,), [OperatorGroup]) of the scored flat array (see :class:`Graph`)."""
-    n = sample.orbitals_per_atom
-    i, j = sample.edge_index[scored, 0], sample.edge_index[scored, 1]
-    start = _scored_starts(sample, scored)
+def _onsite_starts(sample, scored: np.ndarray) -> np.ndarray:
+    """(N,) first position of each atom's on-site block in the scored flat array."""
+    start = _block_starts(sample, scored)
     onsite = sample.is_onsite[scored]
-    onsite_start = np.zeros(len(n), np.int64)
-    onsite_start[i[onsite]] = start[onsite]
+    out = np.zeros(sample.n_atoms, np.int64)
+    out[sample.edge_index[scored[onsite], 0]] = start[onsite]
+    return out
+
+
+def _operator_groups(sample, edges: np.ndarray) -> list:
+    """[OperatorGroup] of the flat array of ``edges`` (blocks concatenated in that order)."""
+    n = sample.orbitals_per_atom
+    i, j = sample.edge_index[edges, 0], sample.edge_index[edges, 1]
+    start = _block_starts(sample, edges)
     groups = []
     for ni, nj in sorted(set(zip(n[i].tolist(), n[j].tolist()))):
         sel = (n[i] == ni) & (n[j] == nj)
         groups.append(OperatorGroup(int(ni), int(nj), *(torch.from_numpy(np.ascontiguousarray(a[sel]).astype(np.int64))
                                                          for a in (start, i, j))))
-    return onsite_start, groups
+    return groups
+
+
+def _leg_mask(sample, threshold: float) -> np.ndarray:
+    """(E,) edges whose overlap block has |S_ab(R)|_F >= ``threshold`` (the projector term's legs)."""
+    if not len(sample.S):
+        return np.zeros(0, bool)
+    return np.sqrt(np.add.reduceat(sample.S ** 2, sample.block_offsets[:-1])) >= threshold
+
+
+def projector_plan(sample, edges: np.ndarray, threshold: float, dtype=torch.float32) -> tuple[dict, dict, list]:
+    """(leg_banks, leg_atoms, [ProjectorGroup]) of the projector term S Y S on ``edges`` (positions in
+    the flat array of these edges' blocks; see :class:`Graph`).
+
+    Legs are the stored edges whose overlap block has a Frobenius norm |S_ab(R)|_F >= ``threshold``
+    (invariant under rotations, unlike its largest entry, so the term stays equivariant); every
+    triplet (i -> k at R1 -> j at R) whose two legs pass is kept, so the term is the matrix of
+    sum_k |phi_k> Y_k <phi_k| with the weakest overlaps dropped.  The leg set is closed under
+    edge reversal (S_ba(-R) = S_ab(R)^T), so the triplets of ij(R) and ji(-R) mirror each other."""
+    n = sample.orbitals_per_atom
+    ei, sh, off = sample.edge_index, sample.edge_shift, sample.block_offsets
+    legs = np.nonzero(_leg_mask(sample, threshold))[0]
+    banks, atoms, row = {}, {}, np.full(len(ei), -1, np.int64)
+    for na, nb in sorted(set(zip(n[ei[legs, 0]].tolist(), n[ei[legs, 1]].tolist()))):
+        sel = legs[(n[ei[legs, 0]] == na) & (n[ei[legs, 1]] == nb)]
+        row[sel] = np.arange(len(sel))
+        banks[(na, nb)] = torch.as_tensor(np.stack([sample.S[off[e]:off[e + 1]].reshape(na, nb) for e in sel]),
+                                          dtype=dtype)
+        atoms[(na, nb)] = torch.from_numpy(ei[sel, 1].astype(np.int64))
+    lookup = {(int(ei[e, 0]), int(ei[e, 1]), *sh[e].tolist()): int(e) for e in legs}
+    from_atom: dict[int, list] = {}
+    for e in legs:
+        from_atom.setdefault(int(ei[e, 0]), []).append(int(e))
+    start = _block_starts(sample, edges)
+    trip = []                                      # (position in edges, left leg, right leg, k)
+    for q, e in enumerate(edges):
+        i, j = int(ei[e, 0]), int(ei[e, 1])
+        for e1 in from_atom.get(i, ()):
+            k = int(ei[e1, 1])
+            e2 = lookup.get((k, j, *(sh[e] - sh[e1]).tolist()))
+            if e2 is not None:
+                trip.append((q, e1, e2, k))
+    t = np.array(trip, np.int64).reshape(-1, 4)
+    ni, nk, nj = n[ei[edges[t[:, 0]], 0]], n[t[:, 3]], n[ei[edges[t[:, 0]], 1]]
+    groups = []
+    for a, b, c in sorted(set(zip(ni.tolist(), nk.tolist(), nj.tolist()))):
+        sel = t[(ni == a) & (nk == b) & (nj == c)]
+        groups.append(ProjectorGroup(a, b, c, *(torch.from_numpy(np.ascontiguousarray(x)) for x in
+                                                (row[sel[:, 1]], row[sel[:, 2]], start[sel[:, 0]]))))
+    return banks, atoms, groups
+
+
+def _everywhere(sample, scored: np.ndarray, projector: float | None, kpts, dtype, far_plans: bool) -> dict:
+    """Graph fields of the operator terms on every stored edge (see :class:`Graph`)."""
+    out = {}
+    if kpts is not None:
+        from materials_ham.kspace import bloch
+
+        cplx = torch.complex128 if dtype == torch.float64 else torch.complex64
+        out["k_s"] = torch.from_numpy(bloch(sample, "S", kpts.numpy())).to(cplx)
+        if projector is not None:
+            legs = np.repeat(_leg_mask(sample, projector), sample.block_sizes)
+            out["k_s_legs"] = torch.from_numpy(bloch(sample, "S", kpts.numpy(), flat=np.where(legs, sample.S, 0.0))).to(cplx)
+    if far_plans:
+        far = np.setdiff1d(np.arange(sample.n_edges), scored)
+        take = _edge_entries(sample, far)
+        out.update(far_take=take, far_s_spinor=torch.as_tensor(spinor_overlap(sample)[take], dtype=dtype),
+                   far_op_groups=_operator_groups(sample, far),
+                   far_proj_groups=projector_plan(sample, far, projector, dtype)[2] if projector is not None else None)
+    return out
 
 
 def kspace_reference(sample, scored_take: np.ndarray, grid: int):
@@ -187,9 +303,13 @@ def kspace_reference(sample, scored_take: np.ndarray, grid: int):
 
 
 def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scale: float, target_scale: float,
-                dtype=torch.float32, kspace_grid: int = 0) -> Graph:
+                dtype=torch.float32, kspace_grid: int = 0, projector: float | None = None,
+                terms_everywhere: bool = False, far_plans: bool = False) -> Graph:
     """Prepare one sample (see the module docstring).  ``cutoff`` (A): graph radius;
-    ``kspace_grid`` > 0 also prepares the reference of the reciprocal-space loss."""
+    ``kspace_grid`` > 0 also prepares the reference of the reciprocal-space loss; ``projector``
+    (a threshold on |S_ab(R)|_F, see :func:`projector_plan`) also plans the projector term;
+    ``terms_everywhere``: the operator terms act on every stored edge (k-space overlaps for the
+    loss), ``far_plans``: with the real-space plans of the far edges (for predictions)."""
     lengths = sample.edge_lengths()
     onsite = sample.is_onsite
     scored = scored_edges(sample)
@@ -199,7 +319,7 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
     graph_pos[in_graph] = np.arange(in_graph.sum())
     node_of = np.where(s_on, sample.edge_index[scored, 0], -1)
 
-    take = _scored_take(sample, scored)
+    take = _edge_entries(sample, scored)
     h0, h = sample.H0[take], sample.H[take]
     plans = plan_blocks(table, sample.crystal.numbers, sample.edge_index[scored])
     perm_inv = table.grouped_columns()
@@ -242,7 +362,10 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
                      k_vecs=torch.from_numpy(vecs).to(cplx), k_far=torch.from_numpy(far).to(cplx))
     i64 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)  # noqa: E731
     i32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int32)  # noqa: E731 (big index arrays)
-    onsite_start, op_groups = _operator_groups(sample, scored)
+    if projector is not None:
+        kdata["leg_banks"], kdata["leg_atoms"], kdata["proj_groups"] = projector_plan(sample, scored, projector, dtype)
+    if terms_everywhere:
+        kdata.update(_everywhere(sample, scored, projector, kdata.get("kpts"), dtype, far_plans))
     return Graph(
         sid=str(sid), numbers=i64(sample.crystal.numbers),
         src=i64(sample.edge_index[e_sel, 0]), dst=i64(sample.edge_index[e_sel, 1]),
@@ -256,6 +379,6 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
         edge_plans=edge_plans, node_plans=node_plans,
         trace_edge=f(trace[in_graph]), trace_edge_mask=torch.from_numpy(mask[in_graph]),
         trace_node=f(t_node), trace_node_mask=torch.from_numpy(m_node),
-        onsite_start=i64(onsite_start), op_groups=op_groups,
+        onsite_start=i64(_onsite_starts(sample, scored)), op_groups=_operator_groups(sample, scored),
         scored_take=take, n_full=len(sample.H), **kdata,
     )

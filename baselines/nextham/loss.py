@@ -8,6 +8,9 @@ the paper).  With ``D = H0 + dH - H`` on the scored flat array (edges < 8 A):
 * reciprocal space at one k of a shifted grid: ``M = C^dagger D(k) C`` with the reference
   S-orthonormal eigenvectors ``C``; the gauge ``mu I`` (``C^dagger S C = I``) is removed in closed
   form (``mu = Re tr M / n``), then L1 of the blocks P-P (bands up to E_F + 10 eV), Q-Q and P-Q;
+  D(k) is the Bloch sum over every stored edge: edges outside the scored set keep H0, unless the
+  model's operator terms act on every edge (``terms_on_all_edges``), which then enter D(k) in
+  k-space: 1/2 (S(k) X + X S(k)) + S_legs(k) Y S_legs(k), with S x I2;
 * trace: L1 of the TraceGrad invariants against tr(dH dH^dagger) per shell pair.
 
 ``L_H = w_real L_real + w_P L_P + w_Q L_Q + w_PQ L_PQ``; total ``= 0.8 L_H + 0.2 (L_H / L_T).detach() L_T``
@@ -47,12 +50,35 @@ def real_space(g: Graph, dh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (err.real.abs() + err.imag.abs()).mean(), D
 
 
-def reciprocal_space(g: Graph, D: torch.Tensor, k: int, p_window_ev: float) -> dict:
-    """P, Q and PQ losses at the k-point ``k`` of the graph's grid (eV)."""
+def operator_terms_k(g: Graph, out: Output, k: int) -> torch.Tensor:
+    """(2 nao, 2 nao) the operator terms of ``out`` on every stored edge at k-point ``k`` (eV)."""
+    n = 2 * g.nao
+    eye = torch.eye(2, dtype=torch.complex128, device=out.dh.device)
+    dense = lambda a: torch.zeros(n * n, dtype=torch.complex128, device=a.device).index_add(  # noqa: E731
+        0, g.kpos.long(), a.to(torch.complex128)).reshape(n, n)                  # on-site blocks: no phase
+    T = torch.zeros((n, n), dtype=torch.complex128, device=out.dh.device)
+    if out.x is not None:
+        S, X = torch.kron(eye, g.k_s[k].to(torch.complex128)), dense(out.x)
+        T = T + 0.5 * (S @ X + X @ S)
+    if out.y is not None:
+        S = torch.kron(eye, g.k_s_legs[k].to(torch.complex128))
+        T = T + S @ dense(out.y) @ S
+    return T
+
+
+def reciprocal_space(g: Graph, D: torch.Tensor, k: int, p_window_ev: float, out: Output | None = None) -> dict:
+    """P, Q and PQ losses at the k-point ``k`` of the graph's grid (eV).  ``D`` = H0 + dH - H on
+    the scored flat array; with ``out`` of a model whose operator terms act on every stored edge
+    (the graph has ``k_s``), D holds only the free part and the terms enter in k-space."""
     n = 2 * g.nao
     phase = torch.exp(2j * np.pi * (g.scored_shift.to(torch.float64) @ g.kpts[k].to(torch.float64)))
+    everywhere = out is not None and g.k_s is not None and (out.x is not None or out.y is not None)
+    if everywhere:
+        D = g.h0 + out.free.to(torch.complex128) - g.h
     Dk = torch.zeros(n * n, dtype=torch.complex128, device=D.device)
     Dk = Dk.index_add(0, g.kpos.long(), D * phase[g.entry_edge.long()]).reshape(n, n) + g.k_far[k].to(torch.complex128)
+    if everywhere:
+        Dk = Dk + operator_terms_k(g, out, k)
     C = g.k_vecs[k].to(torch.complex128)
     M = C.conj().T @ Dk @ C
     mu = torch.diagonal(M).real.mean()
@@ -83,7 +109,7 @@ def total_loss(g: Graph, out: Output, w: LossWeights, rng: np.random.Generator |
     l_h = w.real * l_real
     parts = {"real_mev": 1e3 * float(l_real.detach())}
     if rng is not None and g.kpts is not None:
-        ks = reciprocal_space(g, D, int(rng.integers(len(g.kpts))), w.p_window_ev)
+        ks = reciprocal_space(g, D, int(rng.integers(len(g.kpts))), w.p_window_ev, out)
         l_h = l_h + w.p * ks["p"] + w.q * ks["q"] + w.pq * ks["pq"]
         parts.update({f"{k}_mev": 1e3 * float(v.detach()) for k, v in ks.items()})
     if out.z_node or out.z_edge:

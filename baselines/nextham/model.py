@@ -22,6 +22,15 @@ Composed of named blocks (MACE-style):
   by |X|, where a free correction's error e gives e / lambda.  Couplings between a near-null
   direction and the others are *not* bounded this way (about |X| / sqrt(lambda) in an
   S-orthonormal basis), so the reciprocal-space loss is still needed.
+* Optional **projector term** (``projector_operator``): a second Hermitian spinor operator Y_k per
+  atom enters as dH_ij(R) += sum_k,R1 S_ik(R1) Y_k S_kj(R - R1) (S x I2), the matrix of the operator
+  sum_k |phi_k> Y_k <phi_k| (a separable, PAW-projector-like operator built on the basis itself).
+  In k-space it is S(k) Y S(k), bounded by |S| |Y| on *every* entry of an S-orthonormal basis
+  (S^-1/2 S Y S S^-1/2 = S^1/2 Y S^1/2), couplings included: an ill-conditioned overlap cannot
+  amplify it.  The legs are the overlap blocks with |S_ab(R)|_F >= ``projector_threshold``
+  (:func:`.graph.projector_plan`); the dropped legs bound the amplification by about
+  threshold / sqrt(lambda) instead of 1 / sqrt(lambda).  It costs a three-centre sum (triplets
+  i -> k -> j), batched by block shape.
 
 Units: lengths in Angstrom, energies in eV (features are scaled by ``input_scale`` /
 ``node_scale``/``edge_scale`` from the config).  All features live in e3nn's frame (:mod:`.encoding`).
@@ -37,7 +46,7 @@ from e3nn import o3
 from torch import nn
 
 from .encoding import SlotTable, pair_map
-from .graph import Graph
+from .graph import Graph, build_graph
 from .tracegrad import TraceGrad
 
 
@@ -67,6 +76,9 @@ class ModelConfig:
     node_scale: float = 1.0           # eV: unit of the on-site output
     edge_scale: float = 1.0           # eV: unit of the off-site output
     onsite_operator: bool = False     # add 1/2 (S X + X S) with a per-atom operator X (module docstring)
+    projector_operator: bool = False  # add S Y S with a per-atom operator Y (module docstring)
+    projector_threshold: float = 1e-2  # legs of S Y S: overlap blocks with Frobenius norm at least this
+    terms_on_all_edges: bool = False  # the operator terms act on every stored edge, not only scored ones
     free_correction: bool = True      # the free node/edge correction (off: the operator term only)
 
     def to_dict(self) -> dict:
@@ -83,6 +95,18 @@ class ModelConfig:
         if "mul" in d:
             d["mul"] = {int(k): int(v) for k, v in d["mul"].items()}
         return cls(**d)
+
+
+def model_graph(sample, sid: str, table: SlotTable, cfg: ModelConfig, *, dtype=torch.float32,
+                kspace_grid: int = 0, predict: bool = False) -> Graph:
+    """:func:`.graph.build_graph` with what ``cfg`` needs: graph radius, scales, projector plan, and
+    for operator terms on every stored edge their k-space overlaps (training) or, with ``predict``,
+    their real-space plans on the far edges."""
+    everywhere = cfg.terms_on_all_edges and (cfg.onsite_operator or cfg.projector_operator)
+    return build_graph(sample, sid, table, cutoff=cfg.cutoff, input_scale=cfg.input_scale,
+                       target_scale=cfg.target_scale, dtype=dtype, kspace_grid=kspace_grid,
+                       projector=cfg.projector_threshold if cfg.projector_operator else None,
+                       terms_everywhere=everywhere, far_plans=everywhere and predict)
 
 
 def hidden_irreps(cfg: ModelConfig, table: SlotTable) -> o3.Irreps:
@@ -253,20 +277,22 @@ class OutputHead(nn.Module):
     ``zero_init``: weights start at zero, so an untrained model predicts H = H0 exactly."""
 
     def __init__(self, irreps_h: o3.Irreps, irreps_out: o3.Irreps, zero_init: bool = False,
-                 operator: bool = False):
+                 operator: bool = False, projector: bool = False, free: bool = True):
         super().__init__()
-        self.node = o3.Linear(irreps_h, irreps_out)
-        self.edge = o3.Linear(irreps_h, irreps_out)
-        self.operator = o3.Linear(irreps_h, irreps_out) if operator else None
+        lin = lambda on: o3.Linear(irreps_h, irreps_out) if on else None  # noqa: E731
+        self.node, self.edge = lin(free), lin(free)
+        self.operator, self.projector = lin(operator), lin(projector)
         if zero_init:
             with torch.no_grad():
-                for lin in (self.node, self.edge, self.operator):
-                    if lin is not None:
-                        lin.weight.zero_()
+                for m in (self.node, self.edge, self.operator, self.projector):
+                    if m is not None:
+                        m.weight.zero_()
 
     def forward(self, h, f):
-        """(node correction, edge correction, on-site operator X or None), encoded."""
-        return self.node(h), self.edge(f), (self.operator(h) if self.operator is not None else None)
+        """(node correction, edge correction, on-site operator X, projector operator Y), encoded;
+        None for the parts the config leaves out."""
+        run = lambda m, x: m(x) if m is not None else None  # noqa: E731
+        return run(self.node, h), run(self.edge, f), run(self.operator, h), run(self.projector, h)
 
 
 class SubModel(nn.Module):
@@ -282,7 +308,8 @@ class SubModel(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(self.irreps_h, self.irreps_sh, cfg, table.n_slots)
                                     for _ in range(cfg.n_blocks))
         self.head = OutputHead(self.irreps_h, self.irreps_in, zero_init=cfg.zero_init_output,
-                               operator=cfg.onsite_operator)
+                               operator=cfg.onsite_operator, projector=cfg.projector_operator,
+                               free=cfg.free_correction)
 
     def forward(self, g: Graph):
         sh = o3.spherical_harmonics(self.irreps_sh, g.vec, normalize=True, normalization="component")
@@ -294,18 +321,22 @@ class SubModel(nn.Module):
             if zn is not None:
                 z_nodes.append(zn)
                 z_edges.append(ze)
-        node_out, edge_out, op_out = self.head(h, f)
-        return node_out, edge_out, op_out, z_nodes, z_edges
+        return (*self.head(h, f), z_nodes, z_edges)
 
 
 @dataclass
 class Output:
     """``dh`` complex (F,) the Hermitian correction on the scored flat array (eV);
-    ``z_node``/``z_edge``: TraceGrad invariants per block (lists of (N|E, n_slots))."""
+    ``z_node``/``z_edge``: TraceGrad invariants per block (lists of (N|E, n_slots));
+    ``free`` (F,) the free node/edge part of ``dh`` (Hermitian); ``x``/``y`` (F,) the Hermitian
+    operators X_i / Y_i of the operator terms in the on-site blocks, zero elsewhere (None when off)."""
 
     dh: torch.Tensor
     z_node: list
     z_edge: list
+    free: torch.Tensor = None
+    x: torch.Tensor = None
+    y: torch.Tensor = None
 
 
 class NextHAM(nn.Module):
@@ -331,10 +362,11 @@ class NextHAM(nn.Module):
         dh = torch.zeros(len(g.h0), dtype=torch.complex128 if dtype == torch.float64 else torch.complex64,
                          device=g.x_edge.device)
         z_node, z_edge = [], []
+        x = y = None
         env = torch.exp(-self.cfg.envelope_gamma * g.length)[:, None]
         for k, sub in enumerate(self.subs):
             lo, hi = float(self.ranges[k, 0]), float(self.ranges[k, 1])
-            node_out, edge_out, op_out, zn, ze = sub(g)
+            node_out, edge_out, op_out, proj_out, zn, ze = sub(g)
             z_node += zn
             z_edge += ze
             if self.cfg.free_correction:
@@ -346,18 +378,41 @@ class NextHAM(nn.Module):
                 if op_out is not None:
                     x = torch.zeros_like(dh)
                     self._scatter(x, g.node_plans, op_out * self.cfg.node_scale)
-                    dh = dh + self._operator_term(g, x)
-        dh = 0.5 * (dh + dh[g.herm.long()].conj())
-        return Output(dh, z_node, z_edge)
+                if proj_out is not None:
+                    y = torch.zeros_like(dh)
+                    self._scatter(y, g.node_plans, proj_out * self.cfg.node_scale)
+        herm = g.herm.long()
+        free = 0.5 * (dh + dh[herm].conj())
+        if x is not None:
+            x = 0.5 * (x + x[herm].conj())                  # Hermitian operators (on-site blocks)
+            dh = dh + self._operator_term(g, x)
+        if y is not None:
+            y = 0.5 * (y + y[herm].conj())
+            dh = dh + self._projector_term(g, y)
+        dh = 0.5 * (dh + dh[herm].conj())
+        return Output(dh, z_node, z_edge, free, x, y)
+
+    def far_terms(self, g: Graph, out: Output) -> torch.Tensor:
+        """The operator terms on the far edges (stored, unscored) of ``out``: (Ff,) complex on the far
+        flat array (eV); the graph must carry the far plans (``model_graph(..., predict=True)``)."""
+        if g.far_take is None:
+            raise ValueError(f"structure {g.sid}: graph built without the far-edge plans "
+                             "(model_graph(..., predict=True))")
+        far = torch.zeros(len(g.far_take), dtype=out.dh.dtype, device=out.dh.device)
+        if out.x is not None:
+            far = far + self._operator_term(g, out.x, far=True)
+        if out.y is not None:
+            far = far + self._projector_term(g, out.y, far=True)
+        return far
 
     @staticmethod
-    def _operator_term(g: Graph, x: torch.Tensor) -> torch.Tensor:
-        """1/2 (S X + X S) on the scored flat array, from ``x`` (F,) holding each atom's operator
-        X_i in its on-site block (eV).  X need not be Hermitian here: the final symmetrisation
-        of dH turns the term into the one of X's Hermitian part."""
-        out = torch.zeros_like(x)
-        s = g.s_spinor.to(x.real.dtype)
-        for q in g.op_groups:
+    def _operator_term(g: Graph, x: torch.Tensor, far: bool = False) -> torch.Tensor:
+        """1/2 (S X + X S) on the scored flat array (``far``: on the far flat array), from ``x`` (F,)
+        holding each atom's operator X_i in its on-site block of the scored flat array (eV).  X need
+        not be Hermitian here: symmetrising dH turns the term into the one of X's Hermitian part."""
+        s = (g.far_s_spinor if far else g.s_spinor).to(x.real.dtype)
+        out = torch.zeros(len(s), dtype=x.dtype, device=x.device)
+        for q in (g.far_op_groups if far else g.op_groups):
             ni, nj, m = q.ni, q.nj, len(q.start)
             blk = q.start[:, None] + torch.arange(4 * ni * nj, device=x.device)
             S = s[blk].reshape(m, 2, ni, 2, nj)[:, 0, :, 0, :].to(x.dtype)             # (m, ni, nj)
@@ -366,6 +421,30 @@ class NextHAM(nn.Module):
             sx = torch.einsum("mac,mscq->msaq", S, Xj.reshape(m, 2, nj, 2 * nj))        # (S x I2) X_j
             xs = torch.einsum("mptc,mcb->mptb", Xi.reshape(m, 2 * ni, 2, ni), S)         # X_i (S x I2)
             out.index_put_((blk.reshape(-1),), 0.5 * (sx.reshape(-1) + xs.reshape(-1)), accumulate=True)
+        return out
+
+    @staticmethod
+    def _projector_term(g: Graph, y: torch.Tensor, far: bool = False) -> torch.Tensor:
+        """sum_k,R1 S_ik(R1) Y_k S_kj(R - R1) (S x I2) on the scored flat array (``far``: on the far
+        flat array), from ``y`` (F,) holding each atom's operator Y_k in its on-site block of the
+        scored flat array (eV); the graph must carry the projector plan (``build_graph(...,
+        projector=threshold)``).  As for :meth:`_operator_term`, symmetrising keeps Y's Hermitian part."""
+        if g.proj_groups is None:
+            raise ValueError(f"structure {g.sid}: graph built without the projector plan "
+                             "(build_graph(..., projector=threshold))")
+        out = torch.zeros(len(g.far_take) if far else len(y), dtype=y.dtype, device=y.device)
+        arange = lambda n: torch.arange(n, device=y.device)  # noqa: E731
+        half = {}                    # (n_i, n_k): S_ik(R1) Y_k of every leg of that shape, (L, 2, n_i, 2, n_k)
+        for q in (g.far_proj_groups if far else g.proj_groups):
+            ni, nk, nj = q.ni, q.nk, q.nj
+            if (ni, nk) not in half:
+                bank = g.leg_banks[(ni, nk)].to(y.dtype)
+                Y = y[g.onsite_start[g.leg_atoms[(ni, nk)]][:, None] + arange(4 * nk * nk)]
+                half[(ni, nk)] = torch.einsum("lac,lsctd->lsatd", bank, Y.reshape(-1, 2, nk, 2, nk))
+            right = g.leg_banks[(nk, nj)][q.right].to(y.dtype)                           # (m, nk, nj)
+            t = torch.einsum("msatd,mdb->msatb", half[(ni, nk)][q.left], right)
+            blk = q.start[:, None] + arange(4 * ni * nj)
+            out.index_put_((blk.reshape(-1),), t.reshape(-1), accumulate=True)
         return out
 
     def _scatter(self, out: torch.Tensor, plans, feats: torch.Tensor) -> None:
@@ -381,10 +460,13 @@ class NextHAM(nn.Module):
 
     @torch.no_grad()
     def predict_flat(self, g: Graph, h0_full: np.ndarray) -> np.ndarray:
-        """H = H0 + dH on every stored edge of the sample (complex128 numpy, eV)."""
+        """H = H0 + dH on every stored edge of the sample (complex128 numpy, eV); with
+        ``terms_on_all_edges`` the operator terms also cover the far edges."""
         out = np.array(h0_full, dtype=np.complex128, copy=True)
-        dh = self(g).dh.detach().cpu().numpy().astype(np.complex128)
-        out[g.scored_take] += dh
+        res = self(g)
+        out[g.scored_take] += res.dh.detach().cpu().numpy().astype(np.complex128)
+        if self.cfg.terms_on_all_edges and (res.x is not None or res.y is not None):
+            out[g.far_take] += self.far_terms(g, res).cpu().numpy().astype(np.complex128)
         return out
 
 

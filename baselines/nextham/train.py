@@ -24,9 +24,8 @@ from materials_ham.conventions import HEADLINE_EDGE_CUTOFF
 
 from .checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
 from .encoding import SlotTable
-from .graph import build_graph
 from .loss import LossWeights, total_loss
-from .model import ModelConfig, NextHAM, build_model
+from .model import ModelConfig, NextHAM, build_model, model_graph
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -131,14 +130,15 @@ def set_scales(cfg: ModelConfig, samples) -> None:
     cfg.input_scale, cfg.target_scale, cfg.node_scale, cfg.edge_scale = (float(x) for x in rms)
 
 
-def prepare(samples_with_ids, table, cfg: Config, *, kspace: bool, progress: bool, desc: str):
+def prepare(samples_with_ids, table, cfg: Config, *, kspace: bool, progress: bool, desc: str, predict: bool = False):
+    """Graphs of the samples: with the k-space reference (``kspace``, training) or with what
+    predictions need (``predict``, validation)."""
     from tqdm import tqdm
 
     out = []
     for sid, s in tqdm(samples_with_ids, desc=desc, unit="structure", disable=not progress, leave=False):
-        out.append(build_graph(s, sid, table, cutoff=cfg.model.cutoff, input_scale=cfg.model.input_scale,
-                               target_scale=cfg.model.target_scale, dtype=_dtype(cfg.train.dtype),
-                               kspace_grid=cfg.train.kspace_grid if kspace else 0))
+        out.append(model_graph(s, sid, table, cfg.model, dtype=_dtype(cfg.train.dtype),
+                               kspace_grid=cfg.train.kspace_grid if kspace else 0, predict=predict))
     return out
 
 
@@ -169,9 +169,8 @@ def predict_split(model: NextHAM, dataset, split: str, cfg_dtype: str, device, *
     model.eval()
     for k in tqdm(range(len(ds)), desc=f"predicting {split}", unit="structure", disable=not progress, leave=False):
         s = ds[k]
-        g = graphs[k] if graphs is not None else build_graph(
-            s, ids[k], model.table, cutoff=model.cfg.cutoff, input_scale=model.cfg.input_scale,
-            target_scale=model.cfg.target_scale, dtype=_dtype(cfg_dtype))
+        g = graphs[k] if graphs is not None else model_graph(s, ids[k], model.table, model.cfg,
+                                                             dtype=_dtype(cfg_dtype), predict=True)
         yield ids[k], model.predict_flat(g.to(device), s.H0)
 
 
@@ -229,7 +228,7 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
         graphs = prepare(zip(ds_train.ids, (ds_train[k] for k in range(len(ds_train)))), table, config,
                          kspace=tc.kspace_grid > 0, progress=progress, desc="preparing training graphs")
         val_graphs = prepare(zip(ds_val.ids, (ds_val[k] for k in range(len(ds_val)))), table, config, kspace=False,
-                             progress=progress, desc="preparing validation graphs")
+                             progress=progress, desc="preparing validation graphs", predict=True)
         log(f"prepared {len(graphs) + len(val_graphs)} graphs in {time.perf_counter() - t0:.1f} s")
         graphs = [g.to(device) for g in graphs]
     else:
