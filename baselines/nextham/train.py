@@ -198,7 +198,6 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
     tc = config.train
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
     ds_train = load_dataset(dataset, split=tc.train_split)
     if tc.max_structures:
         ds_train = ds_train.select(np.arange(min(tc.max_structures, len(ds_train))))
