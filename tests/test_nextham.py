@@ -348,6 +348,33 @@ def test_operator_terms_on_every_edge_match_brute_force_and_the_loss_sees_them(g
     assert np.abs(Dk - true).max() < 1e-10 * np.abs(true).max()
 
 
+def test_projector_term_on_every_edge_is_bounded_in_an_s_orthonormal_basis(gaas_sample):
+    """S^-1/2 (S Y S) S^-1/2 = S^1/2 Y S^1/2: with the term on every stored edge and every leg kept,
+    its norm in an S(k)-orthonormal basis is at most |S(k)| |Y| at any k, so an ill-conditioned
+    overlap cannot amplify it (a free correction's error e can move a state by e / lambda_min)."""
+    from dataclasses import replace
+
+    from materials_ham.kspace import bloch
+
+    s = gaas_sample
+    table = _table(s)
+    cfg = replace(SMALL, projector_threshold=0.0)
+    g = _graph(s, table, cfg)
+    Ys, y = _random_operators(s, g, 7)
+    flat = np.zeros(g.n_full, complex)
+    yt = torch.from_numpy(y)
+    flat[g.scored_take] = NextHAM._projector_term(g, yt).numpy()
+    flat[g.far_take] = NextHAM._projector_term(g, yt, far=True).numpy()
+    y_norm = max(np.linalg.norm(a, 2) for a in Ys)
+    for kpt in np.random.default_rng(0).uniform(-0.5, 0.5, size=(3, 3)):
+        T = bloch(s, "H", kpt[None], flat=flat)[0]
+        S = np.kron(np.eye(2), bloch(s, "S", kpt[None])[0])
+        Linv = np.linalg.inv(np.linalg.cholesky(S))
+        amplified = np.linalg.norm(Linv @ T @ Linv.conj().T, 2)
+        assert amplified <= np.linalg.norm(S, 2) * y_norm * (1 + 1e-9)
+        assert amplified > 1e-3 * y_norm
+
+
 def test_projector_term_needs_its_plan(gaas_sample):
     s = gaas_sample
     table = _table(s)
