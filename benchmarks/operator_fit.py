@@ -8,8 +8,9 @@ of baselines/nextham/model.py (the same code the model uses) matches H - H0 on t
 * ``--term projector``: dH = S Y S over the legs with |S_ab(R)|_F >= ``--threshold``
 
 then prints the gauge MAE of the spin-diagonal real part (meV) of H0 and of H0 + dH per structure.
-With every structure of the split fitted (no ``--limit``) it also scores the fitted Hamiltonians
-with the project's Evaluator (bands, ghost states) next to H0.  This is an upper bound on what the
+The fitted term is written on every stored edge (as with ``terms_on_all_edges``).  With every
+structure of the split fitted (no ``--limit``) it also scores the fitted Hamiltonians with the
+project's Evaluator (bands, ghost states) next to H0.  This is an upper bound on what the
 term alone can give (the operators are fitted to the answer, not predicted).
 
     python benchmarks/operator_fit.py --dataset mini/dataset --split val --term projector
@@ -36,8 +37,9 @@ from materials_ham.store import open_store  # noqa: E402
 
 def fit_term(sample, table, term: str, threshold: float = 1e-2, iterations: int = 300) -> np.ndarray:
     """H0 + dH with the least-squares operators of ``term``, on the sample's full flat array (eV)."""
-    cfg = replace(ModelConfig(), cutoff=0.0, projector_operator=term == "projector", projector_threshold=threshold)
-    g = model_graph(sample, "fit", table, cfg, dtype=torch.float64)
+    cfg = replace(ModelConfig(), cutoff=0.0, onsite_operator=term == "operator", projector_operator=term == "projector",
+                  projector_threshold=threshold, terms_on_all_edges=True)
+    g = model_graph(sample, "fit", table, cfg, dtype=torch.float64, predict=True)
     onsite = torch.zeros(len(g.h0), dtype=torch.bool)
     n = sample.orbitals_per_atom
     for a in range(sample.n_atoms):
@@ -48,9 +50,12 @@ def fit_term(sample, table, term: str, threshold: float = 1e-2, iterations: int 
     target = g.h - g.h0
     s = g.s_spinor.to(torch.float64)
 
+    def operators():
+        full = torch.zeros(len(g.h0), dtype=torch.complex128).masked_scatter(onsite, x)
+        return 0.5 * (full + full[g.herm.long()].conj())     # Hermitian, as in the model
+
     def dh():
-        t = apply(g, torch.zeros(len(g.h0), dtype=torch.complex128).masked_scatter(onsite, x))
-        return 0.5 * (t + t[g.herm.long()].conj())          # the model's Hermitian symmetrisation
+        return apply(g, operators())
 
     opt = torch.optim.LBFGS([x, mu], max_iter=iterations, history_size=30, tolerance_grad=1e-12,
                             tolerance_change=1e-15, line_search_fn="strong_wolfe")
@@ -65,6 +70,7 @@ def fit_term(sample, table, term: str, threshold: float = 1e-2, iterations: int 
     out = sample.H0.copy()
     with torch.no_grad():
         out[g.scored_take] += dh().numpy()
+        out[g.far_take] += apply(g, operators(), far=True).numpy()
     return out
 
 
