@@ -31,6 +31,11 @@ Composed of named blocks (MACE-style):
   (:func:`.graph.projector_plan`); the dropped legs bound the amplification by about
   threshold / sqrt(lambda) instead of 1 / sqrt(lambda).  It costs a three-centre sum (triplets
   i -> k -> j), batched by block shape.
+* ``terms_on_all_edges``: both operator terms act on every stored edge, not only on the scored ones
+  (< 8 A).  A correction that stops at 8 A, keeping H0 beyond, is not the matrix of any operator,
+  and ill-conditioned overlaps turn the seam into states below the spectrum, even when the
+  correction is exact below 8 A (``benchmarks/ghost_cut.py``).  The far edges are written by
+  :meth:`NextHAM.predict_flat` (graph built with ``predict=True``) and seen by the loss in k-space.
 
 Units: lengths in Angstrom, energies in eV (features are scaled by ``input_scale`` /
 ``node_scale``/``edge_scale`` from the config).  All features live in e3nn's frame (:mod:`.encoding`).
