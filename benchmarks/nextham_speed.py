@@ -65,8 +65,9 @@ def main(argv=None) -> int:
     dtype = _dtype(cfg.train.dtype)
 
     def prep(s, sid, kspace):
-        return model_graph(s, sid, table, cfg.model, dtype=dtype,
-                           kspace_grid=cfg.train.kspace_grid if kspace else 0).to(device)
+        """A training graph (with the k-space reference) or a prediction graph."""
+        return model_graph(s, sid, table, cfg.model, dtype=dtype, kspace_grid=cfg.train.kspace_grid if kspace else 0,
+                           predict=not kspace).to(device)
 
     t = time.perf_counter()
     graphs_train = [prep(s, sid, True) for s, sid in zip(samples, ids)]
