@@ -11,7 +11,8 @@ memory as torch tensors.  Edge sets, all subsets of the sample's edges:
 * **nodes**: atoms; the on-site block (i, i, 0) of atom i is node i's input and output.
 
 Scored edges outside the graph keep H0 (the paper keeps H0 beyond its last range), apart from the
-optional operator terms of :mod:`.model` (1/2 (S X + X S) and S X S), which cover every scored edge.
+optional operator terms of :mod:`.model` (1/2 (S X + X S) and S Y S), which cover every scored edge
+(and, with ``terms_everywhere``, every stored edge).
 """
 from __future__ import annotations
 
@@ -57,11 +58,11 @@ class OperatorGroup:
 
 @dataclass
 class ProjectorGroup:
-    """Triplets (scored edge ij(R), intermediate atom k at R1) with block shapes (n_i, n_k, n_j), for the
-    projector term dH_ij(R) += sum_k,R1 S_ik(R1) X_k S_kj(R - R1): ``left``/``right`` (m,) rows of the
+    """Triplets (edge ij(R), intermediate atom k at R1) with block shapes (n_i, n_k, n_j), for the
+    projector term dH_ij(R) += sum_k,R1 S_ik(R1) Y_k S_kj(R - R1): ``left``/``right`` (m,) rows of the
     legs S_ik(R1) and S_kj(R - R1) in ``Graph.leg_banks[(n_i, n_k)]`` / ``[(n_k, n_j)]`` (the
     intermediate atom k is ``Graph.leg_atoms[(n_i, n_k)][left]``); ``start`` (m,) first position of
-    the scored edge's block in the scored flat array."""
+    the edge's block in the flat array the plan was made for (scored or far edges)."""
 
     ni: int
     nk: int
