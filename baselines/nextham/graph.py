@@ -228,9 +228,10 @@ def _leg_mask(sample, threshold: float) -> np.ndarray:
     return np.sqrt(np.add.reduceat(sample.S ** 2, sample.block_offsets[:-1])) >= threshold
 
 
-def projector_plan(sample, edges: np.ndarray, threshold: float, dtype=torch.float32) -> tuple[dict, dict, list]:
-    """(leg_banks, leg_atoms, [ProjectorGroup]) of the projector term S Y S on ``edges`` (positions in
-    the flat array of these edges' blocks; see :class:`Graph`).
+def projector_plan(sample, edge_sets: list, threshold: float, dtype=torch.float32) -> tuple[dict, dict, list]:
+    """(leg_banks, leg_atoms, [[ProjectorGroup] per edge set]) of the projector term S Y S on each array
+    of edges in ``edge_sets`` (positions in the flat array of that set's blocks; see :class:`Graph`),
+    with one leg bank shared by all sets.
 
     Legs are the stored edges whose overlap block has a Frobenius norm |S_ab(R)|_F >= ``threshold``
     (invariant under rotations, unlike its largest entry, so the term stays equivariant); every
@@ -251,27 +252,31 @@ def projector_plan(sample, edges: np.ndarray, threshold: float, dtype=torch.floa
     from_atom: dict[int, list] = {}
     for e in legs:
         from_atom.setdefault(int(ei[e, 0]), []).append(int(e))
-    start = _block_starts(sample, edges)
-    trip = []                                      # (position in edges, left leg, right leg, k)
-    for q, e in enumerate(edges):
-        i, j = int(ei[e, 0]), int(ei[e, 1])
-        for e1 in from_atom.get(i, ()):
-            k = int(ei[e1, 1])
-            e2 = lookup.get((k, j, *(sh[e] - sh[e1]).tolist()))
-            if e2 is not None:
-                trip.append((q, e1, e2, k))
-    t = np.array(trip, np.int64).reshape(-1, 4)
-    ni, nk, nj = n[ei[edges[t[:, 0]], 0]], n[t[:, 3]], n[ei[edges[t[:, 0]], 1]]
-    groups = []
-    for a, b, c in sorted(set(zip(ni.tolist(), nk.tolist(), nj.tolist()))):
-        sel = t[(ni == a) & (nk == b) & (nj == c)]
-        groups.append(ProjectorGroup(a, b, c, *(torch.from_numpy(np.ascontiguousarray(x)) for x in
-                                                (row[sel[:, 1]], row[sel[:, 2]], start[sel[:, 0]]))))
-    return banks, atoms, groups
+    plans = []
+    for edges in edge_sets:
+        start = _block_starts(sample, edges)
+        trip = []                                  # (position in edges, left leg, right leg, k)
+        for q, e in enumerate(edges):
+            i, j = int(ei[e, 0]), int(ei[e, 1])
+            for e1 in from_atom.get(i, ()):
+                k = int(ei[e1, 1])
+                e2 = lookup.get((k, j, *(sh[e] - sh[e1]).tolist()))
+                if e2 is not None:
+                    trip.append((q, e1, e2, k))
+        t = np.array(trip, np.int64).reshape(-1, 4)
+        ni, nk, nj = n[ei[edges[t[:, 0]], 0]], n[t[:, 3]], n[ei[edges[t[:, 0]], 1]]
+        groups = []
+        for a, b, c in sorted(set(zip(ni.tolist(), nk.tolist(), nj.tolist()))):
+            sel = t[(ni == a) & (nk == b) & (nj == c)]
+            groups.append(ProjectorGroup(a, b, c, *(torch.from_numpy(np.ascontiguousarray(x)) for x in
+                                                    (row[sel[:, 1]], row[sel[:, 2]], start[sel[:, 0]]))))
+        plans.append(groups)
+    return banks, atoms, plans
 
 
-def _everywhere(sample, scored: np.ndarray, projector: float | None, kpts, dtype, far_plans: bool) -> dict:
-    """Graph fields of the operator terms on every stored edge (see :class:`Graph`)."""
+def _everywhere(sample, far: np.ndarray | None, projector: float | None, kpts, dtype) -> dict:
+    """Graph fields of the operator terms on every stored edge (see :class:`Graph`), apart from the
+    projector's far plan; ``far``: the far edges when their plans are wanted."""
     out = {}
     if kpts is not None:
         from materials_ham.kspace import bloch
@@ -281,12 +286,10 @@ def _everywhere(sample, scored: np.ndarray, projector: float | None, kpts, dtype
         if projector is not None:
             legs = np.repeat(_leg_mask(sample, projector), sample.block_sizes)
             out["k_s_legs"] = torch.from_numpy(bloch(sample, "S", kpts.numpy(), flat=np.where(legs, sample.S, 0.0))).to(cplx)
-    if far_plans:
-        far = np.setdiff1d(np.arange(sample.n_edges), scored)
+    if far is not None:
         take = _edge_entries(sample, far)
         out.update(far_take=take, far_s_spinor=torch.as_tensor(spinor_overlap(sample)[take], dtype=dtype),
-                   far_op_groups=_operator_groups(sample, far),
-                   far_proj_groups=projector_plan(sample, far, projector, dtype)[2] if projector is not None else None)
+                   far_op_groups=_operator_groups(sample, far))
     return out
 
 
@@ -363,10 +366,14 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
                      k_vecs=torch.from_numpy(vecs).to(cplx), k_far=torch.from_numpy(far).to(cplx))
     i64 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)  # noqa: E731
     i32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int32)  # noqa: E731 (big index arrays)
+    far = np.setdiff1d(np.arange(sample.n_edges), scored) if terms_everywhere and far_plans else None
     if projector is not None:
-        kdata["leg_banks"], kdata["leg_atoms"], kdata["proj_groups"] = projector_plan(sample, scored, projector, dtype)
+        banks, atoms, plans = projector_plan(sample, [scored] if far is None else [scored, far], projector, dtype)
+        kdata.update(leg_banks=banks, leg_atoms=atoms, proj_groups=plans[0])
+        if far is not None:
+            kdata["far_proj_groups"] = plans[1]
     if terms_everywhere:
-        kdata.update(_everywhere(sample, scored, projector, kdata.get("kpts"), dtype, far_plans))
+        kdata.update(_everywhere(sample, far, projector, kdata.get("kpts"), dtype))
     return Graph(
         sid=str(sid), numbers=i64(sample.crystal.numbers),
         src=i64(sample.edge_index[e_sel, 0]), dst=i64(sample.edge_index[e_sel, 1]),
