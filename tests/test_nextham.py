@@ -490,3 +490,53 @@ def test_bad_config_and_checkpoint_get_one_line_errors(train_dataset, tmp_path, 
                  str(tmp_path / "p.zarr")]) != 0
     err = capsys.readouterr().err
     assert "not a NextHAM checkpoint" in err and not (tmp_path / "p.zarr").exists()
+
+
+# ------------------------------------------------------------------ extra training datasets
+def _pack(root, entries, **attrs):
+    from materials_ham.store import write_store
+
+    items = [(s, {"id": sid, "formula": s.crystal.formula, "split": split,
+                  "elements": sorted(set(s.crystal.to_ase().get_chemical_symbols()))}) for sid, s, split in entries]
+    return write_store(root, items, attrs={"dataset_name": "extra", "dataset_version": "t1", **attrs},
+                       shard_mib=2, progress=False)
+
+
+def test_extra_training_dataset_joins_the_training_split(train_dataset, gaas_sample, tmp_path):
+    """--extra-train: the extra dataset's train split is trained on too (here GaAs under a new id,
+    beside the main dataset's Si and GaAs), and its val/test structures are not."""
+    from baselines.nextham.train import read_config, train
+
+    extra = _pack(tmp_path / "extra", [("gaas-again", gaas_sample, "train"), ("gaas-val", gaas_sample, "val")])
+    lines = []
+    cfg = read_config("tiny")
+    cfg.train.epochs, cfg.train.validate_every, cfg.train.extra_train = 1, 100, [str(extra)]
+    state = train(train_dataset, cfg, tmp_path / "run", progress=False, log=lines.append, resume=False)
+    assert any("3 training / 1 validation structures" in m for m in lines), lines
+    assert any(f"{extra}: 1 structures" in m for m in lines), lines
+    assert state["train"]["extra_train"] == [str(extra)]
+
+
+def test_extra_training_dataset_must_not_leak_or_mix_engines(train_dataset, si_fixture_path, pbte_sample,
+                                                             gaas_sample, tmp_path, capsys):
+    """One-line errors, before any training: a structure equivalent to a test structure of the main
+    dataset (the Si cell under another id), one with the id of a validation structure, and a
+    dataset computed with other engine settings."""
+    import dataclasses
+
+    from baselines.nextham.__main__ import main
+
+    si = load_sample(si_fixture_path)
+    other = dataclasses.replace(gaas_sample, engine={**gaas_sample.engine,
+                                                     "settings": {**gaas_sample.engine["settings"], "h": 0.25}})
+    cases = {"equivalent to si-test, a test structure": [("si-renamed", si, "train")],
+             "are validation or test structures of the main dataset (pbte)": [("pbte", pbte_sample, "train")],
+             "other engine settings": [("gaas-h025", other, "train")]}
+    for k, (expected, entries) in enumerate(cases.items()):
+        extra = _pack(tmp_path / f"extra{k}", entries)
+        run = tmp_path / f"run{k}"
+        code = main(["train", "--dataset", str(train_dataset), "--config", "tiny", "--out", str(run), "--epochs", "1",
+                     "--extra-train", str(extra)])
+        err = capsys.readouterr().err
+        assert code != 0 and expected in err and "Traceback" not in err, err
+        assert not (run / "last").exists()

@@ -28,8 +28,11 @@ def cli():
 @click.option("--seed", type=int, default=None, help="Override the config's seed.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the config's, auto).")
 @click.option("--max-structures", type=int, default=None, help="Train on the first N structures only.")
+@click.option("--extra-train", multiple=True, metavar="DATASET",
+              help="Another packed dataset whose train split joins the training structures (repeatable). It must "
+                   "share the engine settings and bases; a structure of the main val/test splits is an error.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if RUN/last exists.")
-def train(dataset, config_name, out, epochs, seed, device, max_structures, no_resume):
+def train(dataset, config_name, out, epochs, seed, device, max_structures, extra_train, no_resume):
     """Train (resumable: re-run the same command to continue from RUN/last)."""
     from .train import read_config, train as run
 
@@ -37,6 +40,8 @@ def train(dataset, config_name, out, epochs, seed, device, max_structures, no_re
     for name, value in (("epochs", epochs), ("seed", seed), ("device", device), ("max_structures", max_structures)):
         if value is not None:
             setattr(cfg.train, name, value)
+    if extra_train:
+        cfg.train.extra_train = [str(x) for x in extra_train]
     state = run(dataset, cfg, out, progress=sys.stderr.isatty(), log=lambda m: click.echo(m, err=True),
                 resume=not no_resume)
     click.echo(f"done: {state['epoch']} epochs; best validation gauge MAE "

@@ -26,6 +26,7 @@ from .checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
 from .encoding import SlotTable
 from .loss import LossWeights, total_loss
 from .model import ModelConfig, NextHAM, build_model, model_graph
+from .training_set import TrainingSet
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -44,6 +45,9 @@ class TrainConfig:
     grad_clip: float = 10.0
     train_split: str = "train"
     val_split: str = "val"
+    extra_train: list = field(default_factory=list)   # more packed datasets whose train split joins the
+                                    # training structures (same engine settings; checked disjoint from
+                                    # the main dataset's val/test: training_set.py)
     val_bands: bool = True          # also log validation band errors and ghost states
     val_cache_dir: str = ""         # the scorer's reference cache for validation ("" : memory only)
     cache_graphs: bool = True       # keep every prepared graph in memory (False: rebuild each step,
@@ -106,8 +110,10 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def slot_table(dataset) -> SlotTable:
-    """The slot table of every element with a basis in the dataset's metadata."""
-    return SlotTable.from_shells({z: b.ls for z, b in dataset.store.basis.items()})
+    """The slot table of every element with a basis in the dataset's metadata (a dataset or a
+    :class:`~.training_set.TrainingSet`)."""
+    basis = dataset.basis if hasattr(dataset, "basis") else dataset.store.basis
+    return SlotTable.from_shells({z: b.ls for z, b in basis.items()})
 
 
 def set_scales(cfg: ModelConfig, samples) -> None:
@@ -198,9 +204,8 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
     tc = config.train
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
-    ds_train = load_dataset(dataset, split=tc.train_split)
-    if tc.max_structures:
-        ds_train = ds_train.select(np.arange(min(tc.max_structures, len(ds_train))))
+    ds_train = TrainingSet.open(dataset, tc.extra_train, split=tc.train_split, held_out=(tc.val_split, "test"),
+                                max_structures=tc.max_structures)
     ds_val = load_dataset(dataset, split=tc.val_split)
     if not len(ds_train):
         raise MaterialsHamError(f"the {tc.train_split!r} split of {dataset} is empty")
@@ -221,6 +226,8 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
         model = build_model(config.model, table, _dtype(tc.dtype)).to(device)
     log(f"NextHAM: {model.n_parameters():,} parameters, {len(config.model.ranges)} sub-model(s), "
         f"device {device}, {len(ds_train)} training / {len(ds_val)} validation structures")
+    if tc.extra_train:
+        log("training structures from " + "; ".join(ds_train.sources))
 
     if tc.cache_graphs:
         t0 = time.perf_counter()

@@ -139,14 +139,20 @@ def _symmetry(structure) -> tuple[int, str]:
         return 0, "?"
 
 
+def structure_matcher():
+    """The pymatgen ``StructureMatcher`` that decides when two structures are the same one
+    (deduplication here; leaks between training data and scored splits elsewhere)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    return StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True, scale=False)
+
+
 def deduplicate(items: list[tuple[Candidate, object]]) -> tuple[list, dict]:
-    """Drop structures that pymatgen's StructureMatcher finds equivalent to an earlier one.
+    """Drop structures that :func:`structure_matcher` finds equivalent to an earlier one.
 
     Compared only within the same reduced composition.  Returns (kept items, {dropped id: kept id}).
     """
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    matcher = StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True, scale=False)
+    matcher = structure_matcher()
     by_comp: dict[str, list[int]] = {}
     for k, (_, s) in enumerate(items):
         by_comp.setdefault(s.composition.reduced_formula, []).append(k)
