@@ -194,6 +194,53 @@ def structures(preset, source, out, max_atoms, split, holdout_elements, holdout_
 
 @cli.command()
 @click.argument("catalog", type=click.Path(path_type=Path))
+@click.option("--for", "dataset", type=click.Path(path_type=Path), required=True,
+              help="The packed dataset to supplement (its structures are never chosen, nor equivalent ones).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Supplement catalog to write (.parquet).")
+@click.option("--min-per-element", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Training structures each element of the dataset should appear in, with the supplement.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the selection report as JSON.")
+def supplement(catalog, dataset, out, min_per_element, report_path):
+    """Pick a training supplement for DATASET from the candidate CATALOG (all split train).
+
+    Generate and pack it like any catalog; train with it through the model's own option (for the
+    NextHAM baseline: --extra-train).
+    """
+    from .store import open_store
+    from .structures.curate import read_catalog, write_catalog
+    from .structures.supplement import training_supplement
+
+    cands = read_catalog(catalog)
+    store = open_store(dataset)
+    rows = [(sid, split, store.by_id(sid, matrices=()).crystal)
+            for sid, split in zip(store.index["id"], store.index["split"])]
+    df, report = training_supplement(cands, rows, min_per_element=min_per_element)
+    if not len(df):
+        raise MaterialsHamError(f"no structure of {catalog} is needed: every element of {dataset} already appears "
+                                f"in {min_per_element} training structures, or no candidate has it")
+    write_catalog(df, out)
+    t = Table(title=f"supplement {out}: {len(df)} training structures from {report.n_candidates} candidates",
+              title_justify="left")
+    for col in ("elements of the dataset", f"in < {min_per_element} training structures: before", "after"):
+        t.add_column(col, justify="right")
+    short_before = sum(1 for el in report.elements if report.before[el] < min_per_element)
+    t.add_row(str(len(report.elements)), str(short_before), str(len(report.short)))
+    console.print(t)
+    if report.short:
+        console.print(f"still below {min_per_element} (no more candidates): "
+                      + ", ".join(f"{el} ({report.after[el]})" for el in report.short))
+    from collections import Counter
+
+    reasons = Counter(r if not r.startswith("equivalent") else "equivalent to a structure of the dataset"
+                      for r in report.dropped.values())
+    for reason, n in sorted(reasons.items()):
+        console.print(f"dropped {n}: {reason}")
+    if report_path:
+        _write_json(report_path, report.to_dict())
+
+
+@cli.command()
+@click.argument("catalog", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="Staging folder (re-running with the same folder resumes).")
 @click.option("--workers", type=int, default=None, help="Local workers (default: number of cores).")

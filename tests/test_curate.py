@@ -207,3 +207,63 @@ def test_cli_structures_errors(tmp_path, monkeypatch):
     r = _cli("structures", "--source", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c.parquet"))
     assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c.parquet").exists()
+
+
+# ------------------------------------------------------------------------ training supplement
+def test_training_supplement_covers_the_dataset_elements_and_never_picks_its_structures(mini):
+    """The supplement of the mini catalog (as the dataset) from the prototypes <= 5 atoms: no
+    structure of the dataset, nor a rotated supercell of one of its test structures under a new id;
+    every element reaches 3 training structures unless no candidate is left; every pick needed."""
+    from ase.build import make_supercell
+
+    from materials_ham.structures.supplement import training_supplement
+
+    df, _ = mini
+    dataset = [(r["id"], r["split"], catalog_crystal(r)) for _, r in df.iterrows()]
+    test_row = df[df["split"] == "test"].iloc[0]
+    copy = catalog_crystal(test_row).to_ase()
+    copy = make_supercell(copy, [[1, 1, 0], [0, 1, 0], [0, 0, 2]])
+    copy.rotate(40, "z", rotate_cell=True)
+    cands = list(sources.prototype_source()) + [sources.Candidate("renamed", Crystal.from_ase(copy), "test", "x")]
+    catalog, _ = curate(cands, max_atoms=20, engine=get_engine("gpaw"), dedup=False)
+    sup, report = training_supplement(catalog, dataset, min_per_element=3)
+
+    assert set(sup["split"]) == {"train"} and not set(sup["id"]) & set(df["id"])
+    assert report.dropped["renamed"] == f"equivalent to {test_row['id']} (test) of the dataset"
+    before = Counter(e for els in df[df["split"] == "train"]["elements"] for e in els)
+    after = before + Counter(e for els in sup["elements"] for e in els)
+    same = {k for k, why in report.dropped.items() if why.startswith("equivalent")}
+    left = catalog[~catalog["id"].isin(set(sup["id"]) | set(df["id"]) | same)]
+    for el in report.elements:
+        assert after[el] == report.after[el]
+        if after[el] < 3:       # only when no usable candidate with the element is left
+            assert el in report.short and not any(el in els for els in left["elements"]), el
+    assert all(any(before[e] < 3 for e in els) for els in sup["elements"])
+    assert 0 < len(sup) < len(left)
+
+
+def test_cli_supplement(tmp_path, si_sample):
+    """`materials-ham supplement`: a dataset holding one Si cell (a test structure) gets training
+    structures with Si (not the diamond cell itself, which is the test structure); bad input is
+    one line and no file."""
+    from materials_ham.store import write_store
+
+    ds = write_store(tmp_path / "ds", [(si_sample, {"id": "si", "formula": "Si", "split": "test",
+                                                    "elements": ["Si"]})],
+                     attrs={"dataset_name": "t", "dataset_version": "1"}, progress=False)
+    cands = [c for c in sources.prototype_source() if "Si" in c.id.split("-")[1]]
+    catalog, _ = curate(cands, max_atoms=5, dedup=False)
+    write_catalog(catalog, tmp_path / "cands.parquet")
+    out = tmp_path / "sup.parquet"
+    r = _cli("supplement", str(tmp_path / "cands.parquet"), "--for", str(ds), "-o", str(out),
+             "--min-per-element", "2", "--report", str(tmp_path / "rep.json"))
+    assert r.returncode == 0, r.stderr
+    sup = read_catalog(out)
+    assert len(sup) == 2 and all("Si" in els for els in sup["elements"]) and set(sup["split"]) == {"train"}
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["dropped"]["proto-Si-diamond"] == "equivalent to si (test) of the dataset"
+    assert rep["after"] == {"Si": 2} and rep["short"] == []
+
+    r = _cli("supplement", str(tmp_path / "nowhere.parquet"), "--for", str(ds), "-o", str(tmp_path / "x.parquet"))
+    assert r.returncode != 0 and "no such catalog file" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.parquet").exists()

@@ -69,8 +69,9 @@ def relative_cost(crystal: Crystal) -> float:
     return cost
 
 
-def select_cover(items: list, min_per_element: int, wanted: set[str]) -> list:
-    """A cheap subset in which every element of ``wanted`` appears in ``min_per_element`` structures.
+def select_cover(items: list, min_per_element: int, wanted: set[str], have: dict[str, int] | None = None) -> list:
+    """A cheap subset in which every element of ``wanted`` appears in ``min_per_element`` structures
+    (counting ``have[element]`` appearances already made elsewhere).
 
     Greedy weighted set multi-cover: repeatedly take the structure with the most still-needed
     element appearances per unit of :func:`relative_cost` (ties: cheaper, then id).  Items are
@@ -78,7 +79,8 @@ def select_cover(items: list, min_per_element: int, wanted: set[str]) -> list:
     """
     from ase.data import chemical_symbols
 
-    need = {el: min_per_element for el in wanted}
+    have = have or {}
+    need = {el: max(0, min_per_element - have.get(el, 0)) for el in wanted}
     info = []
     for k, (cand, _) in enumerate(items):
         els = {chemical_symbols[z] for z in cand.crystal.numbers}
@@ -121,7 +123,8 @@ class CurationReport:
                 "split_counts": dict(self.split_counts)}
 
 
-def _pymatgen(crystal: Crystal):
+def pymatgen_structure(crystal: Crystal):
+    """``crystal`` as a pymatgen ``Structure``."""
     from pymatgen.core import Lattice, Structure
 
     return Structure(Lattice(crystal.cell), crystal.numbers.tolist(), crystal.positions, coords_are_cartesian=True)
@@ -209,7 +212,7 @@ def curate(candidates, *, max_atoms: int = 20, engine=None, dedup: bool = True, 
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            items.append((cand, _pymatgen(cand.crystal)))
+            items.append((cand, pymatgen_structure(cand.crystal)))
     if dedup:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
