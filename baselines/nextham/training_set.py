@@ -17,6 +17,7 @@ Only the public API of :mod:`materials_ham` is used.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,15 +65,17 @@ def check_disjoint(held_out, extra, name: str) -> None:
         raise MaterialsHamError(f"extra training dataset {name}: {len(same_id)} structure(s) are validation or test "
                                 f"structures of the main dataset ({', '.join(same_id[:5])})")
     split = dict(zip(held_out.ids, held_out.index["split"]))
-    by_formula = {}
-    for sid, st in _structures(held_out).items():
-        by_formula.setdefault(st.composition.reduced_formula, []).append((sid, st))
     matcher = structure_matcher()
-    for sid, st in _structures(extra).items():
-        for other, ref in by_formula.get(st.composition.reduced_formula, []):
-            if matcher.fit(st, ref):
-                raise MaterialsHamError(f"extra training dataset {name}: structure {sid} is equivalent to "
-                                        f"{other}, a {split[other]} structure of the main dataset")
+    with warnings.catch_warnings():         # pymatgen: "no Pauling electronegativity for He" and the like
+        warnings.simplefilter("ignore")
+        by_formula = {}
+        for sid, st in _structures(held_out).items():
+            by_formula.setdefault(st.composition.reduced_formula, []).append((sid, st))
+        for sid, st in _structures(extra).items():
+            for other, ref in by_formula.get(st.composition.reduced_formula, []):
+                if matcher.fit(st, ref):
+                    raise MaterialsHamError(f"extra training dataset {name}: structure {sid} is equivalent to "
+                                            f"{other}, a {split[other]} structure of the main dataset")
 
 
 class TrainingSet:
