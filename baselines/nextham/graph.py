@@ -228,6 +228,32 @@ def _leg_mask(sample, threshold: float) -> np.ndarray:
     return np.sqrt(np.add.reduceat(sample.S ** 2, sample.block_offsets[:-1])) >= threshold
 
 
+def _leg_finder(ei: np.ndarray, sh: np.ndarray, legs: np.ndarray, n_atoms: int):
+    """``find(a, b, shift)`` -> the leg a -> b at that lattice shift (its edge position), or -1;
+    vectorised over arrays ``a``, ``b`` (n,) and ``shift`` (n, 3).  ``legs`` is never empty (the
+    on-site overlap blocks have unit diagonals)."""
+    lo, hi = sh[legs].min(axis=0), sh[legs].max(axis=0)
+    width = hi - lo + 1
+
+    def code(a, b, shift):                     # a unique integer per (a, b, shift) within [lo, hi]
+        c = a.astype(np.int64) * n_atoms + b
+        for d in range(3):
+            c = c * width[d] + (shift[:, d] - lo[d])
+        return c
+
+    leg_codes = code(ei[legs, 0], ei[legs, 1], sh[legs])
+    order = np.argsort(leg_codes)
+    codes, by_code = leg_codes[order], legs[order]
+
+    def find(a, b, shift):
+        inside = np.all((shift >= lo) & (shift <= hi), axis=1)
+        c = code(a, b, np.where(inside[:, None], shift, lo))
+        pos = np.minimum(np.searchsorted(codes, c), len(codes) - 1)
+        return np.where(inside & (codes[pos] == c), by_code[pos], -1)
+
+    return find
+
+
 def projector_plan(sample, edge_sets: list, threshold: float, dtype=torch.float32) -> tuple[dict, dict, list]:
     """(leg_banks, leg_atoms, [[ProjectorGroup] per edge set]) of the projector term S Y S on each array
     of edges in ``edge_sets`` (positions in the flat array of that set's blocks; see :class:`Graph`),
@@ -248,22 +274,20 @@ def projector_plan(sample, edge_sets: list, threshold: float, dtype=torch.float3
         banks[(na, nb)] = torch.as_tensor(np.stack([sample.S[off[e]:off[e + 1]].reshape(na, nb) for e in sel]),
                                           dtype=dtype)
         atoms[(na, nb)] = torch.from_numpy(ei[sel, 1].astype(np.int64))
-    lookup = {(int(ei[e, 0]), int(ei[e, 1]), *sh[e].tolist()): int(e) for e in legs}
-    from_atom: dict[int, list] = {}
-    for e in legs:
-        from_atom.setdefault(int(ei[e, 0]), []).append(int(e))
+    find = _leg_finder(ei, sh, legs, sample.n_atoms)
+    by_source = legs[np.argsort(ei[legs, 0], kind="stable")]       # legs of atom a: by_source[first[a]:first[a + 1]]
+    first = np.searchsorted(ei[by_source, 0], np.arange(sample.n_atoms + 1))
     plans = []
     for edges in edge_sets:
         start = _block_starts(sample, edges)
-        trip = []                                  # (position in edges, left leg, right leg, k)
-        for q, e in enumerate(edges):
-            i, j = int(ei[e, 0]), int(ei[e, 1])
-            for e1 in from_atom.get(i, ()):
-                k = int(ei[e1, 1])
-                e2 = lookup.get((k, j, *(sh[e] - sh[e1]).tolist()))
-                if e2 is not None:
-                    trip.append((q, e1, e2, k))
-        t = np.array(trip, np.int64).reshape(-1, 4)
+        i, j = ei[edges, 0], ei[edges, 1]
+        count = first[i + 1] - first[i]                                # left legs i -> k of each edge
+        q = np.repeat(np.arange(len(edges)), count)
+        e1 = by_source[np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + np.repeat(first[i], count)]
+        k = ei[e1, 1]
+        e2 = find(k, j[q], sh[edges[q]] - sh[e1])                      # right leg k -> j at R - R1, or -1
+        ok = e2 >= 0
+        t = np.stack([q[ok], e1[ok], e2[ok], k[ok]], axis=1)           # (position in edges, left leg, right leg, k)
         ni, nk, nj = n[ei[edges[t[:, 0]], 0]], n[t[:, 3]], n[ei[edges[t[:, 0]], 1]]
         groups = []
         for a, b, c in sorted(set(zip(ni.tolist(), nk.tolist(), nj.tolist()))):
