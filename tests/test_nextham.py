@@ -520,8 +520,9 @@ def test_extra_training_dataset_joins_the_training_split(train_dataset, gaas_sam
 def test_extra_training_dataset_must_not_leak_or_mix_engines(train_dataset, si_fixture_path, pbte_sample,
                                                              gaas_sample, tmp_path, capsys):
     """One-line errors, before any training: a structure equivalent to a test structure of the main
-    dataset (the Si cell under another id), one with the id of a validation structure, and a
-    dataset computed with other engine settings."""
+    dataset (the Si cell under another id), one with the id of a training structure (it would be
+    trained on twice), one with the id of a validation structure, and a dataset computed with other
+    engine settings."""
     import dataclasses
 
     from baselines.nextham.__main__ import main
@@ -530,6 +531,7 @@ def test_extra_training_dataset_must_not_leak_or_mix_engines(train_dataset, si_f
     other = dataclasses.replace(gaas_sample, engine={**gaas_sample.engine,
                                                      "settings": {**gaas_sample.engine["settings"], "h": 0.25}})
     cases = {"equivalent to si-test, a test structure": [("si-renamed", si, "train")],
+             "already training structures (gaas)": [("gaas", gaas_sample, "train")],
              "are validation or test structures of the main dataset (pbte)": [("pbte", pbte_sample, "train")],
              "other engine settings": [("gaas-h025", other, "train")]}
     for k, (expected, entries) in enumerate(cases.items()):

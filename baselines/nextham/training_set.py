@@ -34,13 +34,9 @@ def _engines(store) -> list[str]:
 
 def _structures(ds) -> dict:
     """{id: pymatgen Structure} of a dataset's structures (no matrix is read)."""
-    from pymatgen.core import Lattice, Structure
+    from materials_ham.structures import pymatgen_structure
 
-    out = {}
-    for sid in ds.ids:
-        c = ds.store.by_id(sid, matrices=()).crystal
-        out[sid] = Structure(Lattice(c.cell), [int(z) for z in c.numbers], c.positions, coords_are_cartesian=True)
-    return out
+    return {sid: pymatgen_structure(ds.store.by_id(sid, matrices=()).crystal) for sid in ds.ids}
 
 
 def check_compatible(main, extra, name: str) -> None:
@@ -101,6 +97,10 @@ class TrainingSet:
                 ds = load_dataset(name, split=split)
                 check_compatible(whole, ds, str(name))
                 check_disjoint(kept, ds, str(name))
+                twice = sorted(set(ds.ids) & {i for p in parts for i in p.ids})
+                if twice:
+                    raise MaterialsHamError(f"extra training dataset {name}: {len(twice)} structure(s) are already "
+                                            f"training structures ({', '.join(twice[:5])})")
                 parts.append(ds)
                 names.append(str(name))
         return cls(parts, names)
