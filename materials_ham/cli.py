@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -229,8 +230,6 @@ def supplement(catalog, dataset, out, min_per_element, report_path):
     if report.short:
         console.print(f"still below {min_per_element} (no more candidates): "
                       + ", ".join(f"{el} ({report.after[el]})" for el in report.short))
-    from collections import Counter
-
     reasons = Counter(r if not r.startswith("equivalent") else "equivalent to a structure of the dataset"
                       for r in report.dropped.values())
     for reason, n in sorted(reasons.items()):

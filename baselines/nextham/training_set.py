@@ -10,14 +10,13 @@ trained, each extra dataset is checked against the main one, and a clear
   not be the same functional of the structure: mixing them teaches the model two answers);
 * a shared element has another basis (the orbital layout would differ);
 * one of its structures is a validation or test structure of the main dataset: the same id, or a
-  structure ``materials_ham.structures.structure_matcher`` finds equivalent (a leak into the scored splits).
+  structure ``materials_ham.structures.equivalents`` finds equivalent (a leak into the scored splits).
 
 Only the public API of :mod:`materials_ham` is used.
 """
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,24 +53,18 @@ def check_compatible(main, extra, name: str) -> None:
 
 def check_disjoint(held_out, extra, name: str) -> None:
     """Raise if a structure of ``extra`` is one of ``held_out`` (same id, or equivalent structure)."""
-    from materials_ham.structures import structure_matcher
+    from materials_ham.structures import equivalents
 
     same_id = sorted(set(extra.ids) & set(held_out.ids))
     if same_id:
         raise MaterialsHamError(f"extra training dataset {name}: {len(same_id)} structure(s) are validation or test "
                                 f"structures of the main dataset ({', '.join(same_id[:5])})")
     split = dict(zip(held_out.ids, held_out.index["split"]))
-    matcher = structure_matcher()
-    with warnings.catch_warnings():         # pymatgen: "no Pauling electronegativity for He" and the like
-        warnings.simplefilter("ignore")
-        by_formula = {}
-        for sid, st in _structures(held_out).items():
-            by_formula.setdefault(st.composition.reduced_formula, []).append((sid, st))
-        for sid, st in _structures(extra).items():
-            for other, ref in by_formula.get(st.composition.reduced_formula, []):
-                if matcher.fit(st, ref):
-                    raise MaterialsHamError(f"extra training dataset {name}: structure {sid} is equivalent to "
-                                            f"{other}, a {split[other]} structure of the main dataset")
+    same = equivalents(_structures(extra), _structures(held_out))
+    if same:
+        sid, other = next(iter(same.items()))
+        raise MaterialsHamError(f"extra training dataset {name}: structure {sid} is equivalent to "
+                                f"{other}, a {split[other]} structure of the main dataset")
 
 
 class TrainingSet:

@@ -150,6 +150,25 @@ def structure_matcher():
     return StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True, scale=False)
 
 
+def equivalents(structures: dict, known: dict) -> dict[str, str]:
+    """{id: id of a known structure it is equivalent to} for the ``structures`` ({id: pymatgen
+    Structure}) that :func:`structure_matcher` finds equal to one of ``known`` ({id: Structure});
+    compared only within the same reduced composition."""
+    matcher = structure_matcher()
+    out = {}
+    with warnings.catch_warnings():         # pymatgen: "no Pauling electronegativity for He" and the like
+        warnings.simplefilter("ignore")
+        by_comp: dict[str, list] = {}
+        for kid, ref in known.items():
+            by_comp.setdefault(ref.composition.reduced_formula, []).append((kid, ref))
+        for sid, st in structures.items():
+            match = next((kid for kid, ref in by_comp.get(st.composition.reduced_formula, []) if matcher.fit(st, ref)),
+                         None)
+            if match is not None:
+                out[sid] = match
+    return out
+
+
 def deduplicate(items: list[tuple[Candidate, object]]) -> tuple[list, dict]:
     """Drop structures that :func:`structure_matcher` finds equivalent to an earlier one.
 

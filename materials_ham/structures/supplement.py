@@ -6,7 +6,7 @@ candidate catalog (e.g. ``materials-ham structures --preset small``) so that eve
 dataset appears in at least ``min_per_element`` training structures, counting those the dataset's
 train split already has, at the least :func:`~.curate.relative_cost` (the greedy cover of
 :func:`~.curate.select_cover`).  Every structure of the dataset, and every structure
-:func:`~.curate.structure_matcher` finds equivalent to one, is dropped first: the supplement can
+:func:`~.curate.equivalents` finds equivalent to one, is dropped first: the supplement can
 never put a validation or test structure into training.  Every chosen row gets split ``train``.
 
 The supplement is packed as a dataset of its own, so the dataset it serves keeps its splits and
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..errors import MaterialsHamError
 from ..sample import Crystal
-from .curate import catalog_crystal, pymatgen_structure, select_cover, structure_matcher
+from .curate import catalog_crystal, equivalents, pymatgen_structure, select_cover
 from .sources import Candidate
 
 
@@ -59,28 +59,19 @@ def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min
     report.before = Counter(el for _, split, c in dataset if split == "train" for el in _symbols(c))
     wanted = {el for _, _, c in dataset for el in _symbols(c)}
     report.elements = sorted(wanted)
-    matcher = structure_matcher()
+    split = {sid: sp for sid, sp, _ in dataset}
+    rows = [(row, catalog_crystal(row)) for _, row in catalog.iterrows()]
+    for row, _ in rows:
+        if row["id"] in split:
+            report.dropped[row["id"]] = "in the dataset"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        known: dict[str, list] = {}
-        for sid, split, c in dataset:
-            st = pymatgen_structure(c)
-            known.setdefault(st.composition.reduced_formula, []).append((sid, split, st))
-        ids = {sid for sid, _, _ in dataset}
-        items = []
-        for _, row in catalog.iterrows():
-            crystal = catalog_crystal(row)
-            if row["id"] in ids:
-                report.dropped[row["id"]] = "in the dataset"
-                continue
-            st = pymatgen_structure(crystal)
-            same = next(((sid, split) for sid, split, ref in known.get(st.composition.reduced_formula, [])
-                         if matcher.fit(st, ref)), None)
-            if same is not None:
-                report.dropped[row["id"]] = f"equivalent to {same[0]} ({same[1]}) of the dataset"
-                continue
-            items.append((Candidate(row["id"], crystal, row["source"], row["source_id"], row["prototype"],
-                                    row["note"]), st))
+        structures = {row["id"]: pymatgen_structure(c) for row, c in rows if row["id"] not in split}
+        same = equivalents(structures, {sid: pymatgen_structure(c) for sid, _, c in dataset})
+    for cid, sid in same.items():
+        report.dropped[cid] = f"equivalent to {sid} ({split[sid]}) of the dataset"
+    items = [(Candidate(row["id"], c, row["source"], row["source_id"], row["prototype"], row["note"]),
+              structures[row["id"]]) for row, c in rows if row["id"] in structures and row["id"] not in same]
     chosen = {c.id for c, _ in select_cover(items, min_per_element, wanted, dict(report.before))}
     for c, _ in items:
         if c.id not in chosen:
