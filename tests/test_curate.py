@@ -46,6 +46,16 @@ def test_prototype_geometry_known_cases():
     assert Counter(li2o.get_chemical_symbols()) == {"Li": 2, "O": 1}
 
 
+def test_every_source_candidate_has_its_own_id():
+    # the full preset's polymorphs (fcc, hcp, bcc for every element) once collided with a
+    # reference structure of the same kind (bcc Li): curation stopped on the duplicate id
+    for polymorphs in ("none", "needed", "all"):
+        ids = Counter(c.id for c in sources.prototype_source(polymorphs=polymorphs))
+        assert [i for i, n in ids.items() if n > 1] == [], polymorphs
+    ids = [c.id for c in sources.prototype_source(polymorphs="all")]
+    assert {"proto-Li-bcc", "proto-Li-fcc", "proto-Li-hcp"} <= set(ids)
+
+
 def test_mini_preset_covers_every_engine_element_twice(mini):
     df, report = mini
     from ase.data import chemical_symbols

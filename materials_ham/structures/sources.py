@@ -75,6 +75,8 @@ def prototype_source(*, polymorphs: str = "needed", enumerate_binaries: bool = F
         else:
             kinds = ()
         for kind in kinds:
+            if ref is not None and kind == ref[1]:
+                continue  # the reference structure already is this polymorph (e.g. bcc Li)
             yield _candidate("proto", f"{sym}-{kind}", P.elemental_polymorph(sym, kind), kind,
                              "close-packed polymorph at the reference atomic volume (hypothetical)")
     seen = set()
