@@ -200,8 +200,11 @@ def structures(preset, source, out, max_atoms, split, holdout_elements, holdout_
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Supplement catalog to write (.parquet).")
 @click.option("--min-per-element", type=click.IntRange(min=1), default=3, show_default=True,
               help="Training structures each element of the dataset should appear in, with the supplement.")
+@click.option("--with", "existing", type=click.Path(path_type=Path), multiple=True,
+              help="A packed supplement already made for DATASET (repeatable): its training structures count, and "
+                   "none of its structures, nor equivalent ones, is picked again.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the selection report as JSON.")
-def supplement(catalog, dataset, out, min_per_element, report_path):
+def supplement(catalog, dataset, out, min_per_element, existing, report_path):
     """Pick a training supplement for DATASET from the candidate CATALOG (all split train).
 
     Generate and pack it like any catalog; train with it through the model's own option (for the
@@ -212,10 +215,13 @@ def supplement(catalog, dataset, out, min_per_element, report_path):
     from .structures.supplement import training_supplement
 
     cands = read_catalog(catalog)
-    store = open_store(dataset)
-    rows = [(sid, split, store.by_id(sid, matrices=()).crystal)
-            for sid, split in zip(store.index["id"], store.index["split"])]
-    df, report = training_supplement(cands, rows, min_per_element=min_per_element)
+
+    def structures(path):
+        st = open_store(path)
+        return [(sid, split, st.by_id(sid, matrices=()).crystal) for sid, split in zip(st.index["id"], st.index["split"])]
+
+    df, report = training_supplement(cands, structures(dataset), min_per_element=min_per_element,
+                                     existing=[row for path in existing for row in structures(path)])
     if not len(df):
         raise MaterialsHamError(f"no structure of {catalog} is needed: every element of {dataset} already appears "
                                 f"in {min_per_element} training structures, or no candidate has it")

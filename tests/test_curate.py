@@ -251,6 +251,18 @@ def test_training_supplement_covers_the_dataset_elements_and_never_picks_its_str
     assert all(any(before[e] < 3 for e in els) for els in sup["elements"])
     assert 0 < len(sup) < len(left)
 
+    # a second supplement on top of the first (``existing``): the first's structures count, are never
+    # picked again, nor are renamed copies of them
+    first = [(r["id"], "train", catalog_crystal(r)) for _, r in sup.iterrows()]
+    again = sources.Candidate("again", first[0][2], "test", "x")
+    catalog2, _ = curate(cands + [again], max_atoms=20, engine=get_engine("gpaw"), dedup=False)
+    sup2, report2 = training_supplement(catalog2, dataset, min_per_element=4, existing=first)
+    assert not set(sup2["id"]) & (set(sup["id"]) | set(df["id"]) | {"again"})
+    assert report2.before == Counter({el: n for el, n in after.items() if n})
+    assert all(report2.dropped[sid] == "in an existing supplement" for sid in sup["id"])
+    assert report2.dropped["again"] == f"equivalent to {first[0][0]} of an existing supplement"
+    assert all(any(after[e] < 4 for e in els) for els in sup2["elements"])
+
 
 def test_cli_supplement(tmp_path, si_sample):
     """`materials-ham supplement`: a dataset holding one Si cell (a test structure) gets training
@@ -273,6 +285,17 @@ def test_cli_supplement(tmp_path, si_sample):
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep["dropped"]["proto-Si-diamond"] == "equivalent to si (test) of the dataset"
     assert rep["after"] == {"Si": 2} and rep["short"] == []
+
+    # --with: a supplement already made (one training Si cell) counts: one more structure is enough
+    prev = write_store(tmp_path / "prev", [(si_sample, {"id": "si-prev", "formula": "Si", "split": "train",
+                                                        "elements": ["Si"]})],
+                       attrs={"dataset_name": "p", "dataset_version": "1"}, progress=False)
+    r = _cli("supplement", str(tmp_path / "cands.parquet"), "--for", str(ds), "--with", str(prev),
+             "-o", str(tmp_path / "sup2.parquet"), "--min-per-element", "2", "--report", str(tmp_path / "rep2.json"))
+    assert r.returncode == 0, r.stderr
+    assert len(read_catalog(tmp_path / "sup2.parquet")) == 1
+    rep = json.loads((tmp_path / "rep2.json").read_text())
+    assert rep["before"] == {"Si": 1} and rep["after"] == {"Si": 2}
 
     r = _cli("supplement", str(tmp_path / "nowhere.parquet"), "--for", str(ds), "-o", str(tmp_path / "x.parquet"))
     assert r.returncode != 0 and "no such catalog file" in r.stderr and "Traceback" not in r.stderr

@@ -46,30 +46,38 @@ def _symbols(crystal: Crystal) -> set[str]:
     return {chemical_symbols[int(z)] for z in crystal.numbers}
 
 
-def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min_per_element: int = 3):
+def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min_per_element: int = 3,
+                        existing: list[tuple[str, str, Crystal]] = ()):
     """(supplement catalog DataFrame, :class:`SupplementReport`).
 
     ``catalog``: a candidate catalog (:func:`~.curate.read_catalog`); ``dataset``: the structures of
     the dataset to supplement, as (id, split, crystal).  Elements are those of the dataset (all
     splits); the counts to reach are over its ``train`` split plus the supplement.
+    ``existing``: the structures of supplements already made for it, as (id, split, crystal): their
+    ``train`` structures count as training structures, and none of them is picked again.
     """
     if min_per_element < 1:
         raise MaterialsHamError(f"min_per_element must be at least 1, got {min_per_element}")
     report = SupplementReport(n_candidates=len(catalog))
-    report.before = Counter(el for _, split, c in dataset if split == "train" for el in _symbols(c))
+    report.before = Counter(el for _, split, c in [*dataset, *existing] if split == "train" for el in _symbols(c))
     wanted = {el for _, _, c in dataset for el in _symbols(c)}
     report.elements = sorted(wanted)
     split = {sid: sp for sid, sp, _ in dataset}
     rows = [(row, catalog_crystal(row)) for _, row in catalog.iterrows()]
+    earlier = {sid for sid, _, _ in existing}
     for row, _ in rows:
         if row["id"] in split:
             report.dropped[row["id"]] = "in the dataset"
+        elif row["id"] in earlier:
+            report.dropped[row["id"]] = "in an existing supplement"
+    split.update({sid: "existing supplement" for sid in earlier if sid not in split})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         structures = {row["id"]: pymatgen_structure(c) for row, c in rows if row["id"] not in split}
-        same = equivalents(structures, {sid: pymatgen_structure(c) for sid, _, c in dataset})
+        same = equivalents(structures, {sid: pymatgen_structure(c) for sid, _, c in [*dataset, *existing]})
     for cid, sid in same.items():
-        report.dropped[cid] = f"equivalent to {sid} ({split[sid]}) of the dataset"
+        report.dropped[cid] = (f"equivalent to {sid} of an existing supplement" if split[sid] == "existing supplement"
+                               else f"equivalent to {sid} ({split[sid]}) of the dataset")
     items = [(Candidate(row["id"], c, row["source"], row["source_id"], row["prototype"], row["note"]),
               structures[row["id"]]) for row, c in rows if row["id"] in structures and row["id"] not in same]
     chosen = {c.id for c, _ in select_cover(items, min_per_element, wanted, dict(report.before))}
