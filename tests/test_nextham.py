@@ -542,3 +542,47 @@ def test_extra_training_dataset_must_not_leak_or_mix_engines(train_dataset, si_f
         err = capsys.readouterr().err
         assert code != 0 and expected in err and "Traceback" not in err, err
         assert not (run / "last").exists()
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+def test_init_starts_from_a_checkpoint_and_checks_what_it_was_trained_on(train_dataset, si_fixture_path,
+                                                                         gaas_sample, pbte_sample, tmp_path, capsys):
+    """--init CHECKPOINT: training starts from its weights (at a vanishing learning rate it ends with
+    them, where a fresh run ends with its random initial weights), the run records it, and
+    one-line errors refuse a checkpoint built without the training data's elements or trained on a
+    structure equivalent to a validation/test structure of the dataset."""
+    from baselines.nextham.__main__ import main
+
+    base = tmp_path / "base"
+    assert main(["train", "--dataset", str(train_dataset), "--config", "tiny", "--out", str(base), "--epochs", "3",
+                 "--lr", "0.05"]) == 0
+    from safetensors.torch import load_file
+
+    weights = lambda run: load_file(str(run / "model.safetensors"))  # noqa: E731
+    start = weights(base / "best")
+    gap = {}
+    for name, extra in (("tuned", ["--init", str(base / "best")]), ("fresh", [])):
+        assert main(["train", "--dataset", str(train_dataset), "--config", "tiny", "--out", str(tmp_path / name),
+                     "--epochs", "1", "--lr", "1e-12", *extra]) == 0
+        end = weights(tmp_path / name / "last")
+        gap[name] = max(float((end[k] - v).abs().max()) for k, v in start.items() if v.numel())
+    assert gap["tuned"] < 1e-6 < 1e-2 < gap["fresh"], gap
+    meta = json.loads((tmp_path / "tuned" / "last" / "checkpoint.json").read_text())
+    assert meta["init"]["checkpoint"] == str(base / "best")
+    assert "init" not in json.loads((tmp_path / "fresh" / "last" / "checkpoint.json").read_text())
+    capsys.readouterr()
+
+    si = load_sample(si_fixture_path)
+    cases = {"built without the elements Ga, As, Te, Pb": [("si-only", si, "train"), ("si-v", si, "val")],
+             "trained on by the starting checkpoint": [("si-renamed", si, "train"), ("gaas-x", gaas_sample, "train"),
+                                                       ("pbte-x", pbte_sample, "train"), ("gaas-v", gaas_sample, "val")]}
+    for k, (expected, entries) in enumerate(cases.items()):
+        other = _pack(tmp_path / f"other{k}", entries)
+        assert main(["train", "--dataset", str(other), "--config", "tiny", "--out", str(tmp_path / f"o{k}"),
+                     "--epochs", "1"]) == 0
+        run = tmp_path / f"bad{k}"
+        code = main(["train", "--dataset", str(train_dataset), "--config", "tiny", "--out", str(run), "--epochs", "1",
+                     "--init", str(tmp_path / f"o{k}" / "best")])
+        err = capsys.readouterr().err
+        assert code != 0 and expected in err and "Traceback" not in err, err
+        assert not (run / "last").exists()

@@ -31,13 +31,18 @@ def cli():
 @click.option("--extra-train", multiple=True, metavar="DATASET",
               help="Another packed dataset whose train split joins the training structures (repeatable). It must "
                    "share the engine settings and bases; a structure of the main val/test splits is an error.")
+@click.option("--init", "init", type=click.Path(path_type=Path), default=None, metavar="CHECKPOINT",
+              help="Start from this checkpoint's weights (fine-tuning, e.g. RUN/best): its model config and scales "
+                   "are kept; epochs, learning rate and schedule are this config's. Ignored when RUN/last resumes.")
+@click.option("--lr", type=float, default=None, help="Override the config's learning rate.")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if RUN/last exists.")
-def train(dataset, config_name, out, epochs, seed, device, max_structures, extra_train, no_resume):
+def train(dataset, config_name, out, epochs, seed, device, max_structures, extra_train, init, lr, no_resume):
     """Train (resumable: re-run the same command to continue from RUN/last)."""
     from .train import read_config, train as run
 
     cfg = read_config(config_name)
-    for name, value in (("epochs", epochs), ("seed", seed), ("device", device), ("max_structures", max_structures)):
+    for name, value in (("epochs", epochs), ("seed", seed), ("device", device), ("max_structures", max_structures),
+                        ("lr", lr), ("init", str(init) if init else None)):
         if value is not None:
             setattr(cfg.train, name, value)
     if extra_train:

@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
 from .encoding import SlotTable
 from .loss import LossWeights, total_loss
 from .model import ModelConfig, NextHAM, build_model, model_graph
-from .training_set import TrainingSet
+from .training_set import TrainingSet, check_prior_training
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -52,6 +52,8 @@ class TrainConfig:
     val_cache_dir: str = ""         # the scorer's reference cache for validation ("" : memory only)
     cache_graphs: bool = True       # keep every prepared graph in memory (False: rebuild each step,
                                     # one structure in memory at a time: for datasets larger than RAM)
+    init: str = ""                  # a checkpoint folder to start from (fine-tuning): its weights, model
+                                    # config and scales; a fresh optimiser and schedule (this config's)
 
 
 @dataclass
@@ -148,6 +150,23 @@ def prepare(samples_with_ids, table, cfg: Config, *, kspace: bool, progress: boo
     return out
 
 
+def check_init_table(have: SlotTable, need: SlotTable, name) -> None:
+    """Raise unless every element of ``need`` (the training data) has the same shells in ``have``
+    (the model to start from): a model cannot read an element or basis it was not built for."""
+    missing = sorted(z for z in need.shells if z not in have.shells)
+    if missing:
+        from ase.data import chemical_symbols
+
+        raise MaterialsHamError(f"checkpoint {name} was built without the elements "
+                                f"{', '.join(chemical_symbols[z] for z in missing)} of the training data; "
+                                "train from scratch with them instead")
+    other = sorted(z for z in need.shells if have.shells[z] != need.shells[z])
+    if other:
+        z = other[0]
+        raise MaterialsHamError(f"checkpoint {name}: element Z={z} has shells l={list(have.shells[z])}, the training "
+                                f"data l={list(need.shells[z])} (another basis)")
+
+
 def _rss_mib() -> float:
     """Resident memory of this process (MiB; NaN where /proc is absent)."""
     try:
@@ -221,6 +240,19 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
         state.update({k: meta[k] for k in ("epoch", "step", "best_val_mev", "best_epoch", "history") if k in meta})
         opt_state = load_optimizer_state(last)
         log(f"resuming from {last} at epoch {state['epoch']}")
+    elif tc.init:
+        model, meta = load_checkpoint(tc.init, device, _dtype(tc.dtype))
+        check_init_table(model.table, table, tc.init)
+        config.model, table = model.cfg, model.table
+        prior = [meta.get("dataset")] + list(meta.get("train", {}).get("extra_train", []))
+        for name in check_prior_training(dataset, [p for p in prior if p], split=tc.train_split,
+                                         held_out=(tc.val_split, "test")):
+            log(f"warning: cannot open {name}, which {tc.init} was trained on: not checked for leaks")
+        state["init"] = {"checkpoint": str(tc.init), "epoch": meta.get("epoch"), "dataset": meta.get("dataset"),
+                         "extra_train": meta.get("train", {}).get("extra_train", [])}
+        log(f"starting from the weights of {tc.init} (epoch {meta.get('epoch')}, trained on "
+            f"{'; '.join([str(meta.get('dataset'))] + state['init']['extra_train'])}); its model config and "
+            "scales are kept, the optimiser and schedule start afresh")
     else:
         set_scales(config.model, (ds_train[k] for k in range(len(ds_train))))
         model = build_model(config.model, table, _dtype(tc.dtype)).to(device)

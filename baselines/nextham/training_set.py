@@ -12,6 +12,9 @@ trained, each extra dataset is checked against the main one, and a clear
 * one of its structures is a validation or test structure of the main dataset: the same id, or a
   structure ``materials_ham.structures.equivalents`` finds equivalent (a leak into the scored splits).
 
+:func:`check_prior_training` applies the same leak check to the datasets a starting checkpoint
+(``--init``, fine-tuning) was trained on.
+
 Only the public API of :mod:`materials_ham` is used.
 """
 from __future__ import annotations
@@ -65,6 +68,29 @@ def check_disjoint(held_out, extra, name: str) -> None:
         sid, other = next(iter(same.items()))
         raise MaterialsHamError(f"extra training dataset {name}: structure {sid} is equivalent to "
                                 f"{other}, a {split[other]} structure of the main dataset")
+
+
+def check_prior_training(dataset, names: Sequence, *, split: str = "train",
+                         held_out: Sequence[str] = ("val", "test")) -> list[str]:
+    """Check the data a starting checkpoint was trained on (``names``: packed datasets, their
+    ``split`` structures) against the validation and test structures of ``dataset``, as
+    :func:`check_disjoint` does for ``--extra-train``.  Returns the names that could not be opened
+    (not checked); ``dataset`` itself is skipped (its training split is disjoint by construction)."""
+    from pathlib import Path
+
+    whole = load_dataset(dataset)
+    kept = whole.filter(whole.index["split"].isin(list(held_out)).to_numpy())
+    unchecked = []
+    for name in names:
+        if Path(str(name)).resolve() == Path(str(dataset)).resolve():
+            continue
+        try:
+            ds = load_dataset(name, split=split)
+        except MaterialsHamError:
+            unchecked.append(str(name))
+            continue
+        check_disjoint(kept, ds, f"{name} (trained on by the starting checkpoint)")
+    return unchecked
 
 
 class TrainingSet:
