@@ -475,6 +475,18 @@ def _h0_predictions(dataset):
     return {sid: ds[k].H0 for k, sid in enumerate(ds.ids)}
 
 
+def test_every_shipped_config_reads():
+    from baselines.nextham.train import CONFIG_DIR, read_config
+
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert {"tiny", "cpu", "paper", "cpu-projector-only", "cpu-projector-only-finetune"} <= set(names)
+    for name in names:
+        cfg = read_config(name)
+        assert cfg.train.epochs > 0 and cfg.model.ranges, name
+    tune, base = read_config("cpu-projector-only-finetune"), read_config("cpu-projector-only")
+    assert tune.model == base.model and tune.train.lr < base.train.lr
+
+
 def test_bad_config_and_checkpoint_get_one_line_errors(train_dataset, tmp_path, capsys):
     from baselines.nextham.__main__ import main
 
