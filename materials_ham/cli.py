@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import FormatError, MaterialsHamError, ValidationFailed
-from .generate import CLUSTER_WAIT
+from .generate import CLUSTER_WAIT, Staging
 
 # Wide enough for the tables when output goes to a file or pipe (rich would assume 80 columns).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
@@ -203,8 +203,11 @@ def structures(preset, source, out, max_atoms, split, holdout_elements, holdout_
 @click.option("--with", "existing", type=click.Path(path_type=Path), multiple=True,
               help="A packed supplement already made for DATASET (repeatable): its training structures count, and "
                    "none of its structures, nor equivalent ones, is picked again.")
+@click.option("--skip-failed", "staging", type=click.Path(path_type=Path), multiple=True,
+              help="The staging folder of an earlier `generate` run (repeatable): candidates that failed there "
+                   "(engine or validation) are not picked again.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write the selection report as JSON.")
-def supplement(catalog, dataset, out, min_per_element, existing, report_path):
+def supplement(catalog, dataset, out, min_per_element, existing, staging, report_path):
     """Pick a training supplement for DATASET from the candidate CATALOG (all split train).
 
     Generate and pack it like any catalog; train with it through the model's own option (for the
@@ -220,8 +223,14 @@ def supplement(catalog, dataset, out, min_per_element, existing, report_path):
         st = open_store(path)
         return [(sid, split, st.by_id(sid, matrices=()).crystal) for sid, split in zip(st.index["id"], st.index["split"])]
 
+    failed = {}
+    for path in staging:
+        if not (Path(path) / "failed").is_dir():
+            raise MaterialsHamError(f"{path} is not the staging folder of a `generate` run (no failed/ folder)")
+        failed.update({sid: f"{rec.get('kind', '?')} in {path}: {rec.get('cause', '?')}"
+                       for sid, rec in Staging(path).failed_records().items()})
     df, report = training_supplement(cands, structures(dataset), min_per_element=min_per_element,
-                                     existing=[row for path in existing for row in structures(path)])
+                                     existing=[row for path in existing for row in structures(path)], failed=failed)
     if not len(df):
         raise MaterialsHamError(f"no structure of {catalog} is needed: every element of {dataset} already appears "
                                 f"in {min_per_element} training structures, or no candidate has it")
@@ -236,7 +245,8 @@ def supplement(catalog, dataset, out, min_per_element, existing, report_path):
     if report.short:
         console.print(f"still below {min_per_element} (no more candidates): "
                       + ", ".join(f"{el} ({report.after[el]})" for el in report.short))
-    reasons = Counter(r if not r.startswith("equivalent") else "equivalent to a structure of the dataset"
+    reasons = Counter("equivalent to a structure of the dataset" if r.startswith("equivalent") else
+                      "failed in an earlier generation run" if r.startswith("failed before") else r
                       for r in report.dropped.values())
     for reason, n in sorted(reasons.items()):
         console.print(f"dropped {n}: {reason}")

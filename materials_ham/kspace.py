@@ -72,12 +72,15 @@ def cholesky_overlap(Sk: np.ndarray) -> np.ndarray:
         raise OverlapNotPositiveDefinite(f"S(k) is not positive definite (smallest eigenvalue {w:.3e})") from None
 
 
-def eigh_spinor(Hk: np.ndarray, Sk: np.ndarray, *, vectors: bool = False, L: np.ndarray | None = None):
+def eigh_spinor(Hk: np.ndarray, Sk: np.ndarray, *, vectors: bool = False, L: np.ndarray | None = None,
+                dual: bool = False):
     """Solve H(k) c = e (S(k) x I2) c for spin-major spinor H (K, 2n, 2n) and spinless S (K, n, n).
 
     Returns eigenvalues (K, 2n) ascending, and with ``vectors=True`` also the
     S-orthonormal eigenvectors (K, 2n, 2n) as columns.  ``L`` may pass a precomputed
-    Cholesky factor of S (see :func:`cholesky_overlap`) to reuse across calls.
+    Cholesky factor of S (see :func:`cholesky_overlap`) to reuse across calls.  With ``dual=True``
+    the vectors returned are (S(k) x I2) c = L v instead (v: the eigenvectors of L^-1 H L^-H),
+    formed without S^-1: well conditioned where c is not (S nearly singular).
     """
     Hk = np.atleast_3d(Hk)
     if L is None:
@@ -90,12 +93,12 @@ def eigh_spinor(Hk: np.ndarray, Sk: np.ndarray, *, vectors: bool = False, L: np.
         for s2 in range(2):
             A[:, s1 * n:(s1 + 1) * n, s2 * n:(s2 + 1) * n] = Linv @ Hk[:, s1 * n:(s1 + 1) * n, s2 * n:(s2 + 1) * n] @ Lh
     A = 0.5 * (A + np.conj(np.swapaxes(A, -1, -2)))
-    if not vectors:
+    if not (vectors or dual):
         return np.linalg.eigvalsh(A)
     w, v = np.linalg.eigh(A)
     c = np.empty_like(v)
     for s in range(2):
-        c[:, s * n:(s + 1) * n, :] = Lh @ v[:, s * n:(s + 1) * n, :]
+        c[:, s * n:(s + 1) * n, :] = (L if dual else Lh) @ v[:, s * n:(s + 1) * n, :]
     return w, c
 
 

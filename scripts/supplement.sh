@@ -11,8 +11,10 @@ DATASET="${1:-mini/dataset}"; OUT="${2:-mini-supplement}"; shift 2 || shift $# |
 MH=.venv/bin/materials-ham
 mkdir -p "$OUT"
 [[ -f "$OUT/candidates.parquet" ]] || $MH structures --preset small -o "$OUT/candidates.parquet"
+# candidates that failed when the dataset itself was generated (its staging folder beside it) are not picked
+SKIP=(); [[ -d "$(dirname "$DATASET")/staging/failed" ]] && SKIP=(--skip-failed "$(dirname "$DATASET")/staging")
 [[ -f "$OUT/catalog.parquet" ]] || $MH supplement "$OUT/candidates.parquet" --for "$DATASET" -o "$OUT/catalog.parquet" \
-    --min-per-element 3 --report "$OUT/supplement.json"
+    --min-per-element 3 --report "$OUT/supplement.json" "${SKIP[@]}"
 /usr/bin/time -v -o "$OUT/generate.time" $MH generate "$OUT/catalog.parquet" -o "$OUT/staging" "$@"
 $MH pack "$OUT/staging" -o "$OUT/dataset" --name Materials-HAM-SOC-supplement --version supplement-$(date +%Y%m%d) --overwrite
 $MH verify "$OUT/dataset" --deep

@@ -297,6 +297,24 @@ def test_cli_supplement(tmp_path, si_sample):
     rep = json.loads((tmp_path / "rep2.json").read_text())
     assert rep["before"] == {"Si": 1} and rep["after"] == {"Si": 2}
 
+    # --skip-failed: a candidate that failed an earlier generation run is not picked again; another is
+    from materials_ham.generate import Staging
+
+    picked = sorted(sup["id"])
+    (tmp_path / "staging" / "failed").mkdir(parents=True)
+    Staging(tmp_path / "staging").failed(picked[0]).write_text(json.dumps(
+        {"id": picked[0], "kind": "validation", "cause": "failed band_reproduction"}))
+    r = _cli("supplement", str(tmp_path / "cands.parquet"), "--for", str(ds), "--skip-failed", str(tmp_path / "staging"),
+             "-o", str(tmp_path / "sup3.parquet"), "--min-per-element", "2", "--report", str(tmp_path / "rep3.json"))
+    assert r.returncode == 0, r.stderr
+    sup3 = read_catalog(tmp_path / "sup3.parquet")
+    assert picked[0] not in set(sup3["id"]) and len(sup3) == 2 and "failed in an earlier generation run" in r.stdout
+    rep = json.loads((tmp_path / "rep3.json").read_text())
+    assert rep["dropped"][picked[0]].startswith("failed before: validation in ")
+    r = _cli("supplement", str(tmp_path / "cands.parquet"), "--for", str(ds), "--skip-failed", str(tmp_path),
+             "-o", str(tmp_path / "x.parquet"))
+    assert r.returncode != 0 and "not the staging folder" in r.stderr and "Traceback" not in r.stderr
+
     r = _cli("supplement", str(tmp_path / "nowhere.parquet"), "--for", str(ds), "-o", str(tmp_path / "x.parquet"))
     assert r.returncode != 0 and "no such catalog file" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.parquet").exists()

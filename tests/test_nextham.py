@@ -23,7 +23,7 @@ from materials_ham.rotations import random_rotation, rotate_sample, wigner_d  # 
 SMALL = ModelConfig(mul={0: 6, 1: 3, 2: 2, 3: 1, 4: 1, 5: 1}, n_blocks=2, heads=2, n_rbf=8, radial_hidden=8,
                     cutoff=5.0, ranges=[[0.0, 3.0], [3.0, 5.0]], input_scale=5.0, target_scale=0.05,
                     zero_init_output=False, onsite_operator=True, projector_operator=True,
-                    terms_on_all_edges=True)
+                    terms_on_all_edges=True, density_input=True, density_scale=0.3)
 
 
 def _table(*samples):
@@ -89,6 +89,36 @@ def test_encoded_features_rotate_by_wigner_d_and_su2(si_sample):
     assert np.abs(expected - xr).max() < 1e-11 * np.abs(x).max()
     # the spin vector is really used: SOC makes the spin-vector irreps of Si non-zero
     assert np.abs(x).max() > 0
+
+
+def test_density_input_holds_the_valence_electrons_and_rotates_like_h0(si_sample):
+    """The density operator of H0's eigenstates: Tr(S(k)^-1 rho(k)) averaged over the grid is the
+    valence electron count, its blocks are Hermitian partners, and rotating the crystal rotates them by
+    Wigner-D x SU(2) exactly as it rotates H0's blocks."""
+    from baselines.nextham.density import density_blocks, density_kspace
+    from baselines.nextham.graph import _hermitian_partner
+    from materials_ham.kspace import monkhorst_pack
+
+    s = si_sample
+    rho, Sk, mu = density_kspace(s, monkhorst_pack((3, 3, 3)), width=0.1)
+    n = s.nao
+    per_k = sum(np.einsum("kab,kba->k", np.linalg.inv(Sk), rho[:, a * n:(a + 1) * n, a * n:(a + 1) * n])
+                for a in range(2))
+    assert abs(per_k.real.mean() - s.n_electrons) < 1e-8 and np.abs(per_k.imag).max() < 1e-10
+    assert mu == mu and per_k.real.min() > 0
+    everything = np.arange(s.n_edges)
+    d = density_blocks(s, everything)
+    assert d.shape == s.H0.shape and np.abs(d).max() > 0.1
+    assert np.abs(d - d[_hermitian_partner(s, everything)].conj()).max() < 1e-12
+    R = random_rotation(5)
+    as_h = s.copy()
+    as_h.H = d
+    expected = rotate_sample(as_h, R).H
+    assert np.abs(density_blocks(rotate_sample(s, R), everything) - expected).max() < 1e-10
+    # a subset of the edges gives the same blocks, in the subset's order
+    sub = everything[::-7]
+    pos = np.concatenate([np.arange(4 * s.block_offsets[e], 4 * s.block_offsets[e + 1]) for e in sub])
+    np.testing.assert_allclose(density_blocks(s, sub), d[pos], atol=1e-14)
 
 
 def test_grouped_layout_is_a_permutation():

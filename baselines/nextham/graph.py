@@ -78,7 +78,8 @@ class Graph:
 
     Geometry: ``numbers`` (N,), ``src``/``dst`` (Eg,) atom indices i, j of graph edges,
     ``vec`` (Eg, 3) r_j + R - r_i in Angstrom in e3nn's frame (y, z, x), ``length`` (Eg,) A.
-    Inputs: ``x_node`` (N, D), ``x_edge`` (Eg, D) encoded H0 (eV / input_scale), grouped irreps.
+    Inputs: ``x_node`` (N, D), ``x_edge`` (Eg, D) encoded H0 (eV / input_scale), grouped irreps; with
+    ``density``, D doubles: [H0 | the density operator of H0's eigenstates / its scale] (:mod:`.density`).
     Scored flat arrays (F = sum over scored edges of 4 n_i n_j): ``h0``, ``h`` complex128 (F,) eV;
     ``s_spinor`` (F,) the overlap on spin-diagonal entries, 0 elsewhere; ``herm`` (F,) int32 position of
     each entry's Hermitian partner; ``entry_edge`` (F,) int32 scored-edge index of each entry.
@@ -317,6 +318,21 @@ def _everywhere(sample, far: np.ndarray | None, projector: float | None, kpts, d
     return out
 
 
+def _density_features(sample, table, plans, scored, needed, take, density) -> np.ndarray:
+    """Encoded density operator of H0's eigenstates (:func:`.density.density_blocks`) on the
+    ``needed`` scored edges (on-site and graph edges; zero rows elsewhere), divided by its scale."""
+    from .density import density_blocks
+
+    width, length, scale = density
+    flat = np.zeros(len(take), np.complex128)
+    start = _block_starts(sample, scored)
+    sel = np.nonzero(needed)[0]
+    if len(sel):
+        pos = np.concatenate([start[k] + np.arange(4 * sample.block_sizes[e]) for k, e in zip(sel, scored[sel])])
+        flat[pos] = density_blocks(sample, scored[sel], width=width, length=length)
+    return encode(table, plans, flat, len(scored)) / scale
+
+
 def kspace_reference(sample, scored_take: np.ndarray, grid: int):
     """Reference data of the reciprocal-space loss on a shifted ``grid``^3 Monkhorst-Pack mesh:
     (kpts (K, 3), eigenvalues (K, 2 nao) eV, eigenvectors (K, 2 nao, 2 nao), Bloch sum of H0 - H on
@@ -332,12 +348,14 @@ def kspace_reference(sample, scored_take: np.ndarray, grid: int):
 
 def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scale: float, target_scale: float,
                 dtype=torch.float32, kspace_grid: int = 0, projector: float | None = None,
-                terms_everywhere: bool = False, far_plans: bool = False) -> Graph:
+                terms_everywhere: bool = False, far_plans: bool = False, density: tuple | None = None) -> Graph:
     """Prepare one sample (see the module docstring).  ``cutoff`` (A): graph radius;
     ``kspace_grid`` > 0 also prepares the reference of the reciprocal-space loss; ``projector``
     (a threshold on |S_ab(R)|_F, see :func:`projector_plan`) also plans the projector term;
     ``terms_everywhere``: the operator terms act on every stored edge (k-space overlaps for the
-    loss), ``far_plans``: with the real-space plans of the far edges (for predictions)."""
+    loss), ``far_plans``: with the real-space plans of the far edges (for predictions);
+    ``density`` = (Fermi-Dirac width eV, k-grid length A, scale): the density operator of H0's
+    eigenstates (:mod:`.density`) divided by scale is encoded beside H0 as more input channels."""
     lengths = sample.edge_lengths()
     onsite = sample.is_onsite
     scored = scored_edges(sample)
@@ -354,6 +372,9 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
     dense = encode(table, plans, h0, len(scored)) / input_scale
     target = encode(table, plans, h - h0, len(scored)) / target_scale
     dense = dense[:, np.argsort(perm_inv)]          # slot order -> grouped irreps layout
+    if density is not None:                         # [H0 | rho], each in the grouped layout
+        rho = _density_features(sample, table, plans, scored, s_on | in_graph, take, density)
+        dense = np.concatenate([dense, rho[:, np.argsort(perm_inv)]], axis=1)
 
     n_slots = table.n_slots
     n_atoms = len(sample.crystal)
@@ -373,7 +394,7 @@ def build_graph(sample, sid: str, table: SlotTable, *, cutoff: float, input_scal
                                             torch.from_numpy(p.column[sel]),
                                             torch.from_numpy(p.flat[sel].astype(np.int32)),
                                             torch.from_numpy(p.slot[sel])))
-    x_node = np.zeros((n_atoms, table.dim))
+    x_node = np.zeros((n_atoms, dense.shape[1]))
     x_node[node_of[s_on]] = dense[s_on]
     t_node = np.zeros((n_atoms, n_slots))
     m_node = np.zeros((n_atoms, n_slots), bool)

@@ -4,7 +4,9 @@ Composed of named blocks (MACE-style):
 
 * :class:`GaussianBasis` - radial embedding of edge lengths on [0, r_max] A, smooth cutoff.
 * :class:`Embedding` - the encoded H0 blocks (:mod:`.encoding`) -> hidden node/edge irreps.
-  Element identity enters through H0 only (no element embedding), as in the paper.
+  Element identity enters through H0 only (no element embedding), as in the paper.  Optionally
+  (``density_input``) also the density operator of H0's eigenstates filled with the valence
+  electrons (:mod:`.density`), encoded the same way: the charge the SCF would move first.
 * :class:`TransformerBlock` - Equiformer-style attention: messages are tensor products of
   (source, target, edge) features with the edge's spherical harmonics, weighted by a radial MLP;
   attention logits see the message invariants *and* the distance embedding; edge features are
@@ -85,6 +87,10 @@ class ModelConfig:
     projector_threshold: float = 1e-2  # legs of S Y S: overlap blocks with Frobenius norm at least this
     terms_on_all_edges: bool = False  # the operator terms act on every stored edge, not only scored ones
     free_correction: bool = True      # the free node/edge correction (off: the operator term only)
+    density_input: bool = False       # also read the density operator of H0's eigenstates (density.py)
+    density_width: float = 0.1        # eV: Fermi-Dirac width of its occupations
+    density_kgrid_length: float = 12.0  # A: its Gamma-centred k-grid has ceil(length / |a_i|) points per axis
+    density_scale: float = 1.0        # electrons: its features are divided by it (RMS, set from the data)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -104,14 +110,20 @@ class ModelConfig:
 
 def model_graph(sample, sid: str, table: SlotTable, cfg: ModelConfig, *, dtype=torch.float32,
                 kspace_grid: int = 0, predict: bool = False) -> Graph:
-    """:func:`.graph.build_graph` with what ``cfg`` needs: graph radius, scales, projector plan, and
+    """:func:`.graph.build_graph` with what ``cfg`` needs: graph radius, scales, density input, projector plan, and
     for operator terms on every stored edge their k-space overlaps (training) or, with ``predict``,
     their real-space plans on the far edges."""
     everywhere = cfg.terms_on_all_edges and (cfg.onsite_operator or cfg.projector_operator)
     return build_graph(sample, sid, table, cutoff=cfg.cutoff, input_scale=cfg.input_scale,
                        target_scale=cfg.target_scale, dtype=dtype, kspace_grid=kspace_grid,
                        projector=cfg.projector_threshold if cfg.projector_operator else None,
-                       terms_everywhere=everywhere, far_plans=everywhere and predict)
+                       terms_everywhere=everywhere, far_plans=everywhere and predict,
+                       density=density_settings(cfg))
+
+
+def density_settings(cfg: ModelConfig) -> tuple | None:
+    """(width eV, k-grid length A, scale) of the density input, or None when the config has none."""
+    return (cfg.density_width, cfg.density_kgrid_length, cfg.density_scale) if cfg.density_input else None
 
 
 def hidden_irreps(cfg: ModelConfig, table: SlotTable) -> o3.Irreps:
@@ -309,7 +321,8 @@ class SubModel(nn.Module):
         self.irreps_h = hidden_irreps(cfg, table)
         self.irreps_sh = o3.Irreps.spherical_harmonics(cfg.lmax_sh)
         self.rbf = GaussianBasis(cfg.n_rbf, cfg.r_max, cfg.cutoff)
-        self.embed = Embedding(self.irreps_in, self.irreps_h, cfg.n_rbf)
+        inputs = self.irreps_in + self.irreps_in if cfg.density_input else self.irreps_in   # [H0 | rho]
+        self.embed = Embedding(inputs, self.irreps_h, cfg.n_rbf)
         self.blocks = nn.ModuleList(TransformerBlock(self.irreps_h, self.irreps_sh, cfg, table.n_slots)
                                     for _ in range(cfg.n_blocks))
         self.head = OutputHead(self.irreps_h, self.irreps_in, zero_init=cfg.zero_init_output,

@@ -122,10 +122,11 @@ def set_scales(cfg: ModelConfig, samples) -> None:
     """Data-driven units (eV) of the model: ``input_scale`` RMS of H0, ``target_scale`` RMS of
     H - H0 over scored entries; ``node_scale``/``edge_scale`` RMS of the gauge-standardised
     correction on on-site / off-site entries within the model's cutoff (the gauge mu* S is not
-    something the model has to learn).  ``samples``: any iterable (streamed, one at a time)."""
+    something the model has to learn); with ``density_input``, ``density_scale`` (electrons) the RMS
+    of the density input (:mod:`.density`) on those blocks.  ``samples``: any iterable (streamed)."""
     from materials_ham.gauge import gauge_shift, scored_edges, spinor_overlap
 
-    acc = np.zeros((4, 2))
+    acc, rho_acc = np.zeros((4, 2)), np.zeros(2)
     for s in samples:
         L = np.repeat(s.edge_lengths(), 4 * s.block_sizes)
         on = np.repeat(s.is_onsite, 4 * s.block_sizes)
@@ -134,8 +135,16 @@ def set_scales(cfg: ModelConfig, samples) -> None:
         G = D - gauge_shift(s, D, scored_edges(s)) * spinor_overlap(s)
         for k, (x, m) in enumerate(((s.H0, keep), (D, keep), (G, on), (G, ~on & (L < cfg.cutoff)))):
             acc[k] += (float(np.sum(np.abs(x[m]) ** 2)), int(m.sum()))
+        if cfg.density_input:
+            from .density import density_blocks
+
+            near = np.nonzero(s.edge_lengths() < cfg.cutoff)[0]
+            rho = density_blocks(s, near, width=cfg.density_width, length=cfg.density_kgrid_length)
+            rho_acc += (float(np.sum(np.abs(rho) ** 2)), len(rho))
     rms = np.sqrt(acc[:, 0] / np.maximum(acc[:, 1], 1))
     cfg.input_scale, cfg.target_scale, cfg.node_scale, cfg.edge_scale = (float(x) for x in rms)
+    if cfg.density_input:
+        cfg.density_scale = float(np.sqrt(rho_acc[0] / max(rho_acc[1], 1)))
 
 
 def prepare(samples_with_ids, table, cfg: Config, *, kspace: bool, progress: bool, desc: str, predict: bool = False):

@@ -47,7 +47,7 @@ def _symbols(crystal: Crystal) -> set[str]:
 
 
 def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min_per_element: int = 3,
-                        existing: list[tuple[str, str, Crystal]] = ()):
+                        existing: list[tuple[str, str, Crystal]] = (), failed: dict | None = None):
     """(supplement catalog DataFrame, :class:`SupplementReport`).
 
     ``catalog``: a candidate catalog (:func:`~.curate.read_catalog`); ``dataset``: the structures of
@@ -55,6 +55,8 @@ def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min
     splits); the counts to reach are over its ``train`` split plus the supplement.
     ``existing``: the structures of supplements already made for it, as (id, split, crystal): their
     ``train`` structures count as training structures, and none of them is picked again.
+    ``failed``: candidate id -> why it failed an earlier generation run (engine or validation): such
+    candidates are not picked, so the cover takes the next cheapest instead of failing again.
     """
     if min_per_element < 1:
         raise MaterialsHamError(f"min_per_element must be at least 1, got {min_per_element}")
@@ -70,10 +72,13 @@ def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min
             report.dropped[row["id"]] = "in the dataset"
         elif row["id"] in earlier:
             report.dropped[row["id"]] = "in an existing supplement"
+        elif row["id"] in (failed or {}):
+            report.dropped[row["id"]] = f"failed before: {failed[row['id']]}"
     split.update({sid: "existing supplement" for sid in earlier if sid not in split})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        structures = {row["id"]: pymatgen_structure(c) for row, c in rows if row["id"] not in split}
+        structures = {row["id"]: pymatgen_structure(c) for row, c in rows
+                      if row["id"] not in split and row["id"] not in (failed or {})}
         same = equivalents(structures, {sid: pymatgen_structure(c) for sid, _, c in [*dataset, *existing]})
     for cid, sid in same.items():
         report.dropped[cid] = (f"equivalent to {sid} of an existing supplement" if split[sid] == "existing supplement"
