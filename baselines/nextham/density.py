@@ -71,12 +71,9 @@ def density_blocks(sample, edges: np.ndarray, *, width: float = 0.1, length: flo
     shifts, which = np.unique(sample.edge_shift[edges], axis=0, return_inverse=True)
     phase = np.exp(-2j * np.pi * kpts @ shifts.T) / len(kpts)                       # (K, nR)
     rho_r = phase.T @ rho.reshape(len(kpts), -1)                                    # (nR, 4 nao^2)
-    n, off, nao = sample.orbitals_per_atom, sample.orbital_offsets, sample.nao
-    rows = [(np.arange(2)[:, None] * nao + off[a] + np.arange(n[a])).reshape(-1) for a in range(len(n))]
-    pair = {}                    # (i, j) -> row-major positions of the (2 n_i, 2 n_j) block in rho(R)
-    take = []
-    for (i, j), r in zip(sample.edge_index[edges].tolist(), which.reshape(-1).tolist()):
-        if (i, j) not in pair:
-            pair[i, j] = (rows[i][:, None] * (2 * nao) + rows[j][None, :]).reshape(-1)
-        take.append(r * rho_r.shape[1] + pair[i, j])
-    return rho_r.reshape(-1)[np.concatenate(take)] if take else np.zeros(0, np.complex128)
+    if not len(edges):
+        return np.zeros(0, np.complex128)
+    from .graph import _bloch_positions     # the spin-major position of every block entry in rho(R)
+
+    shift_of_entry = np.repeat(which.reshape(-1), 4 * sample.block_sizes[edges])
+    return rho_r[shift_of_entry, _bloch_positions(sample, edges)]
