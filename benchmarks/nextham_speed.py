@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     total = idx["seconds_total"].to_numpy(float)
     edges = np.array([len(g.src) for g in graphs])
     print(f"NextHAM speed on {n} {args.split} structures of {args.dataset} "
-          f"({model.n_parameters():,} parameters, config {args.config}, device {device}, "
+          f"({model.n_parameters():,} parameters, {f'checkpoint {args.checkpoint}' if args.checkpoint else f'config {args.config}'}, device {device}, "
           f"torch threads {torch.get_num_threads()}; graph edges per structure: median {np.median(edges):.0f}, "
           f"max {edges.max()})")
     rows = [
