@@ -106,8 +106,9 @@ def main(argv=None) -> int:
     scf = np.array([i.get("seconds_scf", np.nan) for i in info], float)
     total = idx["seconds_total"].to_numpy(float)
     edges = np.array([len(g.src) for g in graphs])
+    timed = f"checkpoint {args.checkpoint}" if args.checkpoint else f"config {args.config}"
     print(f"NextHAM speed on {n} {args.split} structures of {args.dataset} "
-          f"({model.n_parameters():,} parameters, {f'checkpoint {args.checkpoint}' if args.checkpoint else f'config {args.config}'}, device {device}, "
+          f"({model.n_parameters():,} parameters, {timed}, device {device}, "
           f"torch threads {torch.get_num_threads()}; graph edges per structure: median {np.median(edges):.0f}, "
           f"max {edges.max()})")
     rows = [

@@ -66,13 +66,13 @@ def density_blocks(sample, edges: np.ndarray, *, width: float = 0.1, length: flo
     order in the sample's flat spinor layout (sum over edges of 4 n_i n_j entries, complex, electrons).
     ``width``: Fermi-Dirac width (eV); ``length``: k-grid density (:func:`density_grid`)."""
     edges = np.asarray(edges, np.int64)
+    if not len(edges):
+        return np.zeros(0, np.complex128)
     kpts = monkhorst_pack(density_grid(sample.crystal.cell, length), gamma_centered=True)
     rho, _, _ = density_kspace(sample, kpts, width)
     shifts, which = np.unique(sample.edge_shift[edges], axis=0, return_inverse=True)
     phase = np.exp(-2j * np.pi * kpts @ shifts.T) / len(kpts)                       # (K, nR)
     rho_r = phase.T @ rho.reshape(len(kpts), -1)                                    # (nR, 4 nao^2)
-    if not len(edges):
-        return np.zeros(0, np.complex128)
     from .graph import _bloch_positions     # the spin-major position of every block entry in rho(R)
 
     shift_of_entry = np.repeat(which.reshape(-1), 4 * sample.block_sizes[edges])

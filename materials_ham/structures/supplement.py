@@ -60,6 +60,7 @@ def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min
     """
     if min_per_element < 1:
         raise MaterialsHamError(f"min_per_element must be at least 1, got {min_per_element}")
+    failed = failed or {}
     report = SupplementReport(n_candidates=len(catalog))
     report.before = Counter(el for _, split, c in [*dataset, *existing] if split == "train" for el in _symbols(c))
     wanted = {el for _, _, c in dataset for el in _symbols(c)}
@@ -72,13 +73,13 @@ def training_supplement(catalog, dataset: list[tuple[str, str, Crystal]], *, min
             report.dropped[row["id"]] = "in the dataset"
         elif row["id"] in earlier:
             report.dropped[row["id"]] = "in an existing supplement"
-        elif row["id"] in (failed or {}):
+        elif row["id"] in failed:
             report.dropped[row["id"]] = f"failed before: {failed[row['id']]}"
     split.update({sid: "existing supplement" for sid in earlier if sid not in split})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         structures = {row["id"]: pymatgen_structure(c) for row, c in rows
-                      if row["id"] not in split and row["id"] not in (failed or {})}
+                      if row["id"] not in split and row["id"] not in failed}
         same = equivalents(structures, {sid: pymatgen_structure(c) for sid, _, c in [*dataset, *existing]})
     for cid, sid in same.items():
         report.dropped[cid] = (f"equivalent to {sid} of an existing supplement" if split[sid] == "existing supplement"
