@@ -163,7 +163,8 @@ def structures(preset, source, out, max_atoms, split, holdout_elements, holdout_
     p = PRESETS[preset]
     rejected: list = []
     if source == "prototypes":
-        cands = sources.prototype_source(polymorphs=p.polymorphs, enumerate_binaries=p.enumerate_binaries)
+        cands = sources.prototype_source(polymorphs=p.polymorphs, enumerate_binaries=p.enumerate_binaries,
+                                         extended=p.extended)
     elif source == "mp":
         cands = sources.materials_project_source(max_atoms=max_atoms or p.max_atoms)
     else:

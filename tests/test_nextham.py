@@ -513,8 +513,9 @@ def test_every_shipped_config_reads():
     for name in names:
         cfg = read_config(name)
         assert cfg.train.epochs > 0 and cfg.model.ranges, name
-    tune, base = read_config("cpu-projector-only-finetune"), read_config("cpu-projector-only")
-    assert tune.model == base.model and tune.train.lr < base.train.lr
+    for base_name in ("cpu-projector-only", "cpu-projector-density"):
+        tune, base = read_config(base_name + "-finetune"), read_config(base_name)
+        assert tune.model == base.model and tune.train.lr < base.train.lr, base_name
 
 
 def test_bad_config_and_checkpoint_get_one_line_errors(train_dataset, tmp_path, capsys):

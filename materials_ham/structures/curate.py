@@ -41,10 +41,11 @@ class Preset:
     max_atoms: int = 5
     min_per_element: int = 0  # every element the engine covers must appear this often (0: no check)
     cover: bool = False       # keep only a cheap subset reaching min_per_element (see select_cover)
+    extended: bool = True     # also prototypes.EXTENDED_COMPOUNDS (mini: no, so that it stays the same)
 
 
 PRESETS = {
-    "mini": Preset(max_atoms=5, min_per_element=2, cover=True),
+    "mini": Preset(max_atoms=5, min_per_element=2, cover=True, extended=False),
     "small": Preset(max_atoms=5, min_per_element=2),
     "full": Preset(polymorphs="all", enumerate_binaries=True, max_atoms=20),
 }

@@ -49,14 +49,16 @@ def _candidate(kind: str, label: str, atoms, prototype: str, note: str) -> Candi
 # ------------------------------------------------------------------------ prototypes
 
 
-def prototype_source(*, polymorphs: str = "needed", enumerate_binaries: bool = False) -> Iterator[Candidate]:
+def prototype_source(*, polymorphs: str = "needed", enumerate_binaries: bool = False,
+                     extended: bool = False) -> Iterator[Candidate]:
     """The built-in offline source: real crystal prototypes over the benchmark's 68 elements.
 
     * every element in its experimental reference structure where ASE tabulates a buildable one;
     * close-packed polymorphs (fcc, hcp, bcc at the reference atomic volume; never for the
       molecular elements H, N, O, F, Cl, Br, I): ``polymorphs="needed"`` adds them only for the
       noble gases (which form no compounds), ``"all"`` for every element, ``"none"`` never;
-    * the table of real compounds (:data:`prototypes.COMPOUNDS`, experimental lattice constants);
+    * the table of real compounds (:data:`prototypes.COMPOUNDS`, experimental lattice constants),
+      with ``extended`` also :data:`prototypes.EXTENDED_COMPOUNDS` (not in the ``mini`` preset);
     * with ``enumerate_binaries``, charge-balanced binaries in rock-salt, zinc-blende, CsCl and
       (anti-)fluorite prototypes with lattice constants from covalent radii (hypothetical
       structures, marked so in ``note``).
@@ -80,7 +82,7 @@ def prototype_source(*, polymorphs: str = "needed", enumerate_binaries: bool = F
             yield _candidate("proto", f"{sym}-{kind}", P.elemental_polymorph(sym, kind), kind,
                              "close-packed polymorph at the reference atomic volume (hypothetical)")
     seen = set()
-    for comp in P.COMPOUNDS:
+    for comp in P.COMPOUNDS + (P.EXTENDED_COMPOUNDS if extended else []):
         atoms = comp.build()
         seen.add((atoms.get_chemical_formula(mode="metal"), comp.prototype))
         yield _candidate("proto", comp.label, atoms, comp.prototype,
