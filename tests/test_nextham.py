@@ -482,6 +482,22 @@ def test_train_resume_predict_and_score_through_the_cli(train_dataset, tmp_path)
     assert np.isfinite(metrics["headline"]["spin_diag_real_mev"])
     assert metrics["headline"]["spin_diag_real_mev"] != h0["headline"]["spin_diag_real_mev"]
 
+    # an ensemble: repeated --checkpoint writes the mean of the models' predicted H
+    from materials_ham.evaluate.predictions import read_predictions
+    run2, one, ens = tmp_path / "run2", tmp_path / "one.zarr", tmp_path / "ens.zarr"
+    assert main(["train", "--dataset", str(train_dataset), "--config", "tiny", "--out", str(run2), "--epochs", "1",
+                 "--seed", "1"]) == 0
+    assert main(["predict", "--checkpoint", str(run2 / "best"), "--dataset", str(train_dataset), "--split", "test",
+                 "-o", str(one)]) == 0
+    assert main(["predict", "--checkpoint", str(run / "best"), "--checkpoint", str(run2 / "best"), "--dataset",
+                 str(train_dataset), "--split", "test", "-o", str(ens)]) == 0
+    a, b, m = (read_predictions(p, train_dataset, "test") for p in (preds, one, ens))
+    assert "mean H of 2 checkpoints" in m.model
+    for sid in a:
+        ha, hb, hm = a.read_half(sid), b.read_half(sid), m.read_half(sid)
+        assert np.abs(ha - hb).max() > 1e-6      # two models (their small corrections differ) ...
+        np.testing.assert_allclose(hm, 0.5 * (ha + hb), rtol=0, atol=1e-12)   # ... and their mean (complex128)
+
 
 def test_training_without_cached_graphs_matches_the_cached_run(train_dataset, tmp_path):
     """cache_graphs=False (one structure in memory at a time) trains the same model, step for step."""

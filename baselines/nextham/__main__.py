@@ -55,7 +55,8 @@ def train(dataset, config_name, out, epochs, seed, device, max_structures, extra
 
 
 @cli.command()
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Checkpoint folder (RUN/best).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, multiple=True,
+              help="Checkpoint folder (RUN/best); repeat it for an ensemble: H is the mean of their predicted H.")
 @click.option("--dataset", required=True, help="Packed dataset folder (or name).")
 @click.option("--split", default="test", show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Predictions store to write (.zarr).")
@@ -65,7 +66,7 @@ def predict(checkpoint, dataset, split, out, device, overwrite):
     """Write H = H0 + dH for every structure of SPLIT through materials_ham.write_predictions."""
     from .train import predict as run
 
-    path = run(checkpoint, dataset, split, out, device=device, progress=sys.stderr.isatty(), overwrite=overwrite)
+    path = run(list(checkpoint), dataset, split, out, device=device, progress=sys.stderr.isatty(), overwrite=overwrite)
     click.echo(f"wrote {path}")
 
 

@@ -336,12 +336,32 @@ def train(dataset: str | os.PathLike, config: Config, out: str | os.PathLike, *,
     return state
 
 
-def predict(checkpoint: str | os.PathLike, dataset, split: str, out: str | os.PathLike, *, device: str = "auto",
+def predict(checkpoint, dataset, split: str, out: str | os.PathLike, *, device: str = "auto",
             progress: bool = True, overwrite: bool = False, model_name: str | None = None) -> Path:
-    """Write H = H0 + dH for every structure of ``split`` as a predictions store (returns its path)."""
+    """Write H = H0 + dH for every structure of ``split`` as a predictions store (returns its path).
+
+    ``checkpoint``: one checkpoint folder, or several (a list): then H is the mean of their
+    predicted H (an ensemble; each model builds its own graph, so configs may differ).
+    """
+    paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    if not paths:
+        raise MaterialsHamError("no checkpoint given")
     dev = pick_device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
-    dtype = meta.get("train", {}).get("dtype", "float32")
-    name = model_name or f"NextHAM reference model ({Path(checkpoint).resolve().name}, epoch {meta.get('epoch')})"
-    return write_predictions(out, dataset, predict_split(model, dataset, split, dtype, dev, progress=progress),
-                             split=split, model=name, overwrite=overwrite, progress=False)
+    streams, names = [], []
+    for path in paths:
+        model, meta = load_checkpoint(path, dev)
+        dtype = meta.get("train", {}).get("dtype", "float32")
+        streams.append(predict_split(model, dataset, split, dtype, dev, progress=progress and not streams))
+        names.append(f"{Path(path).resolve().parent.name}/{Path(path).resolve().name}, epoch {meta.get('epoch')}")
+    if model_name is None:
+        model_name = (f"NextHAM reference model ({names[0]})" if len(names) == 1 else
+                      f"NextHAM reference model, mean H of {len(names)} checkpoints ({'; '.join(names)})")
+    return write_predictions(out, dataset, _mean_h(streams), split=split, model=model_name, overwrite=overwrite,
+                             progress=False)
+
+
+def _mean_h(streams):
+    """(id, mean H) from parallel (id, H) streams over the same structures."""
+    for items in zip(*streams):
+        sid = items[0][0]
+        yield sid, sum(h for _, h in items) / len(items)
